@@ -1,0 +1,74 @@
+"""The ``pykpatch`` command: an umbrella over subcommands.
+
+Each subcommand lives in its own module exposing::
+
+    HELP: str                                   # one line for --help
+    def add_arguments(parser: argparse.ArgumentParser) -> None
+    def run(args: argparse.Namespace) -> int    # returns an exit code
+
+and is listed in ``SUBCOMMANDS``.  Library code raises ``PykpatchError``;
+this module is the only place that turns exceptions into messages and exit
+codes (see ``pykpatch.errors``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pykpatch import __version__
+from pykpatch.errors import EXIT_ERROR, EXIT_INTERRUPTED, PykpatchError
+
+# (subcommand name, module implementing it)
+SUBCOMMANDS: tuple[tuple[str, str], ...] = (
+    ("elf", "pykpatch.commands.elf_cmd"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pykpatch",
+        description="Build and inspect Linux livepatch modules.",
+    )
+    parser.add_argument("--version", action="version", version=f"pykpatch {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name, module_name in SUBCOMMANDS:
+        module = importlib.import_module(module_name)
+        sp = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(sp)
+        sp.set_defaults(_run=module.run)
+    return parser
+
+
+def report_error(err: PykpatchError, prog: str = "pykpatch") -> None:
+    """Print one clear line (plus an optional hint) for a person."""
+    print(f"{prog}: error: {err.message}", file=sys.stderr)
+    if err.hint:
+        print(f"{prog}: hint: {err.hint}", file=sys.stderr)
+
+
+def run_guarded(func, args, prog: str = "pykpatch") -> int:
+    """Run a subcommand, mapping typed errors to exit codes."""
+    try:
+        return int(func(args))
+    except PykpatchError as err:
+        report_error(err, prog)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return run_guarded(args._run, args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Subcommand implementations for ``pykpatch`` (see ``pykpatch.cli``)."""

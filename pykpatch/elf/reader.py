@@ -1,0 +1,319 @@
+"""Parse an ELF file into the ``pykpatch.elf.model`` object graph.
+
+Every structural problem (truncation, offsets or indexes out of range,
+unknown class or byte order) raises ``ElfFormatError`` naming the file and
+the problem; no other exception escapes ``read_elf`` for bad bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+from pykpatch.elf.constants import ELF_MAGIC, SHF, SHN, SHT, STT, ElfClass, ElfData
+from pykpatch.elf.model import (
+    ElfObject,
+    GroupSection,
+    Relocation,
+    RelocationSection,
+    Section,
+    StringTableSection,
+    Symbol,
+    SymbolTableSection,
+    SymtabShndxSection,
+)
+from pykpatch.elf.structs import layout_for
+from pykpatch.errors import ElfFormatError
+
+_SECTION_CLASS = {
+    SHT.STRTAB: StringTableSection,
+    SHT.SYMTAB: SymbolTableSection,
+    SHT.SYMTAB_SHNDX: SymtabShndxSection,
+}
+
+
+class _Raw:
+    """Section header fields as read, before objects are linked together."""
+
+    __slots__ = ("name", "type", "flags", "addr", "offset", "size", "link", "info", "align", "entsize")
+
+    def __init__(self, fields: tuple) -> None:
+        (self.name, self.type, self.flags, self.addr, self.offset, self.size,
+         self.link, self.info, self.align, self.entsize) = fields
+
+
+def read_elf(path: str | os.PathLike, *, relocations: bool = True) -> ElfObject:
+    """Read the ELF file at ``path``.
+
+    ``relocations=False`` skips decoding relocation entries (their bytes are
+    kept), which is what symbol-table-only users of a big vmlinux want.
+    """
+    path_s = os.fspath(path)
+    try:
+        with open(path_s, "rb") as fh:
+            blob = fh.read()
+    except OSError as err:
+        raise ElfFormatError(path_s, f"cannot read: {err.strerror or err}") from None
+    return parse_elf(blob, path_s, relocations=relocations)
+
+
+def parse_elf(blob: bytes, path: str = "<memory>", *, relocations: bool = True) -> ElfObject:
+    """Parse ELF bytes (see ``read_elf``)."""
+    try:
+        return _Parser(blob, path).parse(relocations)
+    except ElfFormatError:
+        raise
+    except (struct.error, IndexError, ValueError, KeyError, OverflowError, MemoryError) as err:
+        # Safety net: every check below should have caught malformed input
+        # with a precise message; this keeps a missed case a clean error.
+        raise ElfFormatError(path, f"malformed ELF ({type(err).__name__}: {err})") from None
+
+
+class _Parser:
+    def __init__(self, blob: bytes, path: str) -> None:
+        self.blob = blob
+        self.view = memoryview(blob)
+        self.path = path
+
+    def fail(self, problem: str) -> ElfFormatError:
+        return ElfFormatError(self.path, problem)
+
+    # -- header ---------------------------------------------------------------
+    def parse(self, want_relocations: bool) -> ElfObject:
+        blob = self.blob
+        if len(blob) < 16 or blob[:4] != ELF_MAGIC:
+            raise self.fail("not an ELF file (bad magic)")
+        if blob[4] not in (ElfClass.ELFCLASS32, ElfClass.ELFCLASS64):
+            raise self.fail(f"unknown ELF class {blob[4]}")
+        if blob[5] not in (ElfData.ELFDATA2LSB, ElfData.ELFDATA2MSB):
+            raise self.fail(f"unknown ELF byte order {blob[5]}")
+        layout = layout_for(blob[4], blob[5])
+        self.layout = layout
+        if len(blob) < layout.ehdr.size:
+            raise self.fail("truncated ELF header")
+        (ident, e_type, machine, version, entry, _phoff, shoff, flags, _ehsize,
+         _phentsize, _phnum, shentsize, shnum, shstrndx) = layout.ehdr.unpack_from(blob, 0)
+
+        obj = ElfObject(blob[4], blob[5], machine, e_type, path=self.path)
+        obj.e_flags, obj.e_version, obj.e_entry = flags, version, entry
+        obj.osabi, obj.abiversion = ident[7], ident[8]
+
+        raws = self.read_section_headers(shoff, shentsize, shnum, shstrndx)
+        self.raws = raws
+        sections = self.make_sections(raws)
+        obj.sections = sections[1:]
+        for i, sec in enumerate(sections):
+            sec.index = i
+        self.sections = sections
+        self.name_sections(raws, sections)
+        if self.shstrndx:
+            shstr = sections[self.shstrndx]
+            if isinstance(shstr, StringTableSection):
+                obj.shstrtab = shstr
+        self.link_sections(raws, sections)
+        obj.symtab, obj.symbols = self.read_symbols(raws, sections)
+        self.decode_groups(obj, raws, sections)
+        self.decode_relocations(obj, raws, sections, want_relocations)
+        return obj
+
+    def read_section_headers(self, shoff: int, shentsize: int, shnum: int, shstrndx: int) -> list[_Raw]:
+        layout, blob = self.layout, self.blob
+        if shoff == 0:
+            self.shstrndx = 0
+            return []
+        if shentsize != layout.shdr.size:
+            raise self.fail(f"section header size {shentsize} (expected {layout.shdr.size})")
+        if shoff + layout.shdr.size > len(blob):
+            raise self.fail(f"section header table at {shoff:#x} is past the end of the file")
+        first = _Raw(layout.shdr.unpack_from(blob, shoff))
+        count = shnum if shnum != 0 else first.size  # extended numbering: count in sh_size of [0]
+        if shstrndx == SHN.XINDEX:
+            shstrndx = first.link
+        if count == 0:
+            count = 1
+        end = shoff + count * layout.shdr.size
+        if end > len(blob):
+            raise self.fail(f"section header table ({count} entries at {shoff:#x}) is truncated")
+        raws = [_Raw(f) for f in layout.shdr.iter_unpack(self.view[shoff:end])]
+        if shstrndx >= count:
+            raise self.fail(f"section name table index {shstrndx} out of range ({count} sections)")
+        self.shstrndx = shstrndx
+        return raws
+
+    # -- sections -------------------------------------------------------------
+    def make_sections(self, raws: list[_Raw]) -> list[Section]:
+        size = len(self.blob)
+        sections: list[Section] = []
+        for idx, raw in enumerate(raws):
+            if idx == 0:
+                sections.append(Section("", type=SHT.NULL))
+                continue
+            if raw.type == SHT.NOBITS:
+                data = b""
+            else:
+                if raw.offset > size or raw.size > size - raw.offset:
+                    raise self.fail(
+                        f"section [{idx}] data ({raw.size:#x} bytes at {raw.offset:#x}) is past the end of the file"
+                    )
+                data = self.blob[raw.offset:raw.offset + raw.size]
+            if raw.type in (SHT.RELA, SHT.REL):
+                sec: Section = RelocationSection("", rela=raw.type == SHT.RELA)
+            elif raw.type == SHT.GROUP:
+                sec = GroupSection("")
+            else:
+                sec = _SECTION_CLASS.get(raw.type, Section)("", type=raw.type)
+            sec.type = raw.type
+            sec.flags = raw.flags
+            sec.addr = raw.addr
+            sec.align = raw.align
+            sec.entsize = raw.entsize
+            sec.data = data
+            if raw.type == SHT.NOBITS:
+                sec._nobits_size = raw.size
+            sections.append(sec)
+        return sections
+
+    def name_sections(self, raws: list[_Raw], sections: list[Section]) -> None:
+        if not raws:
+            return
+        strtab = sections[self.shstrndx].data if self.shstrndx else b""
+        for idx in range(1, len(raws)):
+            sections[idx].name = self.string(strtab, raws[idx].name, f"section [{idx}] name")
+
+    def string(self, table: bytes, offset: int, what: str) -> str:
+        if offset == 0:
+            return ""
+        if offset >= len(table):
+            raise self.fail(f"{what}: string offset {offset:#x} outside its string table ({len(table):#x} bytes)")
+        end = table.find(b"\0", offset)
+        if end < 0:
+            raise self.fail(f"{what}: string at {offset:#x} is not NUL-terminated")
+        return table[offset:end].decode("latin-1")
+
+    def section_ref(self, sections: list[Section], index: int, what: str) -> Section:
+        if index <= 0 or index >= len(sections):
+            raise self.fail(f"{what}: section index {index} out of range ({len(sections)} sections)")
+        return sections[index]
+
+    def link_sections(self, raws: list[_Raw], sections: list[Section]) -> None:
+        for idx in range(1, len(raws)):
+            raw, sec = raws[idx], sections[idx]
+            if raw.link:
+                sec.link = self.section_ref(sections, raw.link, f"section {sec.name!r} sh_link")
+            if isinstance(sec, RelocationSection):
+                if raw.info:
+                    target = self.section_ref(sections, raw.info, f"relocation section {sec.name!r} sh_info")
+                    sec.info = target
+                    target.rela = sec
+                else:  # dynamic relocations of executables apply to no one section
+                    sec.info = 0
+            elif raw.flags & SHF.INFO_LINK and raw.info:
+                sec.info = self.section_ref(sections, raw.info, f"section {sec.name!r} sh_info")
+            else:
+                sec.info = raw.info
+
+    # -- symbols ----------------------------------------------------------------
+    def read_symbols(self, raws: list[_Raw], sections: list[Section]) -> tuple[SymbolTableSection | None, list[Symbol]]:
+        layout = self.layout
+        symtab_idx = next((i for i, r in enumerate(raws) if r.type == SHT.SYMTAB), 0)
+        if not symtab_idx:
+            return None, []
+        symtab = sections[symtab_idx]
+        assert isinstance(symtab, SymbolTableSection)
+        raw = raws[symtab_idx]
+        if raw.entsize != layout.sym.size:
+            raise self.fail(f"symbol table entry size {raw.entsize} (expected {layout.sym.size})")
+        if raw.size % layout.sym.size:
+            raise self.fail(f"symbol table size {raw.size:#x} is not a multiple of its entry size")
+        strtab = symtab.link
+        if not isinstance(strtab, StringTableSection):
+            raise self.fail("symbol table is not linked to a string table")
+        names = strtab.data
+        xindex = self.symtab_shndx(raws, sections, symtab_idx, raw.size // layout.sym.size)
+
+        symbols: list[Symbol] = []
+        nsec = len(sections)
+        unpack = layout.unpack_sym
+        string = self.string
+        for i, rawsym in enumerate(layout.sym.iter_unpack(symtab.data)):
+            if i == 0:
+                continue
+            st_name, info, other, shndx, value, size = unpack(rawsym)
+            sym = Symbol(string(names, st_name, f"symbol [{i}] name"), info >> 4, info & 0xF,
+                         None, value, size, other, shndx)
+            sym.index = i
+            if shndx == SHN.XINDEX:
+                if xindex is None:
+                    raise self.fail(f"symbol [{i}] uses SHN_XINDEX but there is no .symtab_shndx")
+                shndx = xindex[i]
+            if 0 < shndx < SHN.LORESERVE or (shndx >= SHN.LORESERVE and sym.shndx == SHN.XINDEX):
+                if shndx >= nsec:
+                    raise self.fail(f"symbol {sym.name or f'[{i}]'!r}: section index {shndx} out of range")
+                sym.section = sections[shndx]
+                sym.shndx = shndx
+                if sym.type == STT.SECTION and sym.section.symbol is None:
+                    sym.section.symbol = sym
+            symbols.append(sym)
+        return symtab, symbols
+
+    def symtab_shndx(self, raws: list[_Raw], sections: list[Section], symtab_idx: int, count: int) -> list[int] | None:
+        for i, r in enumerate(raws):
+            if r.type == SHT.SYMTAB_SHNDX and r.link == symtab_idx:
+                data = sections[i].data
+                if len(data) < count * 4:
+                    raise self.fail(".symtab_shndx is shorter than the symbol table")
+                fmt = ("<" if self.layout.endian == "little" else ">") + f"{count}I"
+                return list(struct.unpack_from(fmt, data, 0))
+        return None
+
+    # -- groups and relocations -------------------------------------------------
+    def symbol_ref(self, obj: ElfObject, index: int, what: str) -> Symbol:
+        if index <= 0 or index > len(obj.symbols):
+            raise self.fail(f"{what}: symbol index {index} out of range ({len(obj.symbols) + 1} symbols)")
+        return obj.symbols[index - 1]
+
+    def decode_groups(self, obj: ElfObject, raws: list[_Raw], sections: list[Section]) -> None:
+        word = self.layout.word
+        for idx in range(1, len(raws)):
+            sec = sections[idx]
+            if not isinstance(sec, GroupSection):
+                continue
+            data = sec.data
+            if len(data) < 4 or len(data) % 4:
+                raise self.fail(f"group section {sec.name!r} has a bad size {len(data):#x}")
+            words = [w[0] for w in word.iter_unpack(data)]
+            sec.group_flags = words[0]
+            sec.members = [self.section_ref(sections, w, f"group {sec.name!r} member") for w in words[1:]]
+            for member in sec.members:
+                member.group = sec
+            if obj.symbols and sec.info:
+                sec.signature = self.symbol_ref(obj, int(sec.info), f"group {sec.name!r} signature")
+            sec.info = 0
+
+    def decode_relocations(self, obj: ElfObject, raws: list[_Raw], sections: list[Section], want: bool) -> None:
+        layout = self.layout
+        nsyms = len(obj.symbols)
+        symbols = [None, *obj.symbols]
+        for idx in range(1, len(raws)):
+            sec = sections[idx]
+            if not isinstance(sec, RelocationSection):
+                continue
+            rec = layout.rela if sec.type == SHT.RELA else layout.rel
+            if not want:
+                sec.relocations = None  # bytes kept as they are; see RelocationSection
+                continue
+            if len(sec.data) % rec.size:
+                raise self.fail(f"relocation section {sec.name!r} size is not a multiple of {rec.size}")
+            if sec.data and sec.link is not obj.symtab:
+                raise self.fail(f"relocation section {sec.name!r} is not linked to the symbol table")
+            relocs = []
+            append = relocs.append
+            split = layout.r_sym_type
+            is_rela = sec.type == SHT.RELA
+            for entry in rec.iter_unpack(sec.data):
+                sym_idx, rtype = split(entry[1])
+                if sym_idx > nsyms:
+                    raise self.fail(f"relocation in {sec.name!r} at {entry[0]:#x}: symbol index {sym_idx} out of range")
+                append(Relocation(entry[0], rtype, symbols[sym_idx], entry[2] if is_rela else 0))
+            sec.relocations = relocs
+

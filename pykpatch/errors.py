@@ -1,0 +1,121 @@
+"""Typed exceptions raised by library code.
+
+Library code never calls ``sys.exit``: it raises one of these, and only
+``pykpatch.cli`` turns them into a message on stderr and an exit code.
+Every exception carries a one-line message meant for a person; ``hint``
+(optional) says what to do about it.
+
+Exit codes (documented in README.md):
+
+====  =======================================================
+0     success
+1     error: bad input, I/O, a tool failed (``PykpatchError``)
+2     unsupported change: the patch cannot be live patched
+3     no change found between original and patched objects
+130   interrupted (Ctrl-C)
+====  =======================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_UNSUPPORTED = 2
+EXIT_NO_CHANGE = 3
+EXIT_INTERRUPTED = 130
+
+
+class PykpatchError(Exception):
+    """Base of every error pykpatch reports to a person."""
+
+    exit_code: int = EXIT_ERROR
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ElfFormatError(PykpatchError):
+    """A file is not a well-formed ELF object (truncated, corrupt, wrong kind)."""
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class SymtabError(PykpatchError):
+    """A kernel symbol table or Module.symvers file cannot be read."""
+
+
+class UsageError(PykpatchError):
+    """The command line or a job description is inconsistent."""
+
+
+class UnsupportedChangeError(PykpatchError):
+    """The patch changes something that cannot be live patched.
+
+    ``reasons`` holds one line per problem, each naming the section or
+    function concerned.
+    """
+
+    exit_code = EXIT_UNSUPPORTED
+
+    def __init__(self, reasons: list[str], message: str | None = None) -> None:
+        super().__init__(message or f"{len(reasons)} unsupported change(s)")
+        self.reasons = list(reasons)
+
+
+class NoChangeError(PykpatchError):
+    """Original and patched objects are equivalent: there is nothing to patch."""
+
+    exit_code = EXIT_NO_CHANGE
+
+
+class ElfWriteError(PykpatchError):
+    """The in-memory model is inconsistent and cannot be written (a bug upstream of the writer)."""
+
+
+class LabError(PykpatchError):
+    """The kernel lab could not build, prepare or boot a test kernel.
+
+    Raised for missing prerequisites, a failed unpack/configure/build (the
+    message names the log file), an unusable cache, or QEMU failing to start.
+    A guest that boots and then misbehaves is *not* an error: that is a
+    result (``pykpatch.lab.BootResult``) the caller judges.
+    """
+
+
+class LabConfigError(LabError):
+    """The configured kernel lacks options the lab's config fragment requires.
+
+    ``mismatches`` holds one ``(option, wanted, got)`` triple per option that
+    did not survive ``make olddefconfig`` (usually an unmet dependency).
+    """
+
+    def __init__(self, mismatches: list[tuple[str, str, str]], config_path: str) -> None:
+        shown = ", ".join(f"{o}={g} (wanted {w})" for o, w, g in mismatches[:6])
+        more = f" and {len(mismatches) - 6} more" if len(mismatches) > 6 else ""
+        super().__init__(
+            f"{config_path}: {len(mismatches)} required option(s) did not survive olddefconfig: {shown}{more}",
+            hint="an option's dependencies are missing from the fragment; add them",
+        )
+        self.mismatches = list(mismatches)
+        self.config_path = config_path
+
+
+class BootFailed(LabError):
+    """A guest booted but the run failed (panic, oops, WARN, failed step).
+
+    Only raised when the caller asks for it (``BootResult.raise_for_failure``):
+    ``pykpatch.lab.boot`` itself reports such outcomes in its result, because a
+    test that provokes a panic wants to inspect it, not catch it.
+    """
+
+
+class BootTimeout(BootFailed):
+    """QEMU did not finish within the hard timeout and was killed."""
