@@ -1,0 +1,277 @@
+"""Stage 2: pair each element of the original object with its twin in the patched one.
+
+Sections and symbols are paired by name, ignoring compiler numbering
+(``rules.canonical_name``).  A paired patched element takes its twin's exact
+name, so later stages and the running kernel see the original names.
+Static local variables are then re-paired by *use*: ``counter.12`` in the
+original is the ``counter.N`` that the same function references in the
+patched object, whatever N became.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from pykpatch.diff import rules
+from pykpatch.diff.state import DiffState
+from pykpatch.elf.constants import STT
+from pykpatch.elf.model import GroupSection, RelocationSection, Section, Symbol
+
+
+def section_key(sec: Section) -> str:
+    return rules.canonical_name(sec.name)
+
+
+def symbol_key(sym: Symbol) -> str:
+    if sym.type == STT.SECTION and sym.section is not None:
+        return rules.canonical_name(sym.section.name)
+    return rules.canonical_name(sym.name)
+
+
+def correlate_section(st: DiffState, a: Section, b: Section) -> None:
+    """Pair two sections and what comes with them: relocation section, section symbol, owner symbol."""
+    st.correlate(a, b)
+    if isinstance(a, RelocationSection):
+        if isinstance(a.info, Section) and isinstance(b.info, Section):
+            st.correlate(a.info, b.info)
+            a, b = a.info, b.info
+    elif a.rela is not None and b.rela is not None:
+        st.correlate(a.rela, b.rela)
+    if a.symbol is not None and b.symbol is not None:
+        st.correlate(a.symbol, b.symbol)
+    owner_a = st.orig.bundled.get(a)
+    owner_b = st.patched.bundled.get(b)
+    if owner_a is not None and owner_b is not None:
+        st.correlate(owner_a, owner_b)
+
+
+def _groups_equal(a: GroupSection, b: GroupSection) -> bool:
+    """Changed section groups are not supported: only identical groups pair up."""
+    if a.group_flags != b.group_flags or len(a.members) != len(b.members):
+        return False
+    return all(section_key(x) == section_key(y) for x, y in zip(a.members, b.members))
+
+
+def dont_correlate_section(st: DiffState, a: Section, b: Section) -> bool:
+    """Reasons two same-named sections must not be paired."""
+    owner_sec = a.info if isinstance(a, RelocationSection) and isinstance(a.info, Section) else a
+    secsym = owner_sec.symbol if isinstance(owner_sec, Section) else None
+    # Special statics' sections (__warned.N's .data.unlikely...) are per call site.
+    if rules.is_special_static(secsym, st.orig.bundled):
+        return True
+    if rules.is_local_label_section(owner_sec if isinstance(owner_sec, Section) else a):
+        return True
+    if isinstance(a, GroupSection):
+        return not isinstance(b, GroupSection) or not _groups_equal(a, b)
+    return False
+
+
+def correlate_sections(st: DiffState) -> None:
+    candidates: dict[str, list[Section]] = defaultdict(list)
+    for sec in st.patched.obj.sections:
+        candidates[section_key(sec)].append(sec)
+    for a in st.orig.obj.sections:
+        if a in st.twin:
+            continue
+        for b in candidates.get(section_key(a), ()):
+            if b in st.twin:
+                continue
+            if dont_correlate_section(st, a, b):
+                continue
+            correlate_section(st, a, b)
+            break
+
+
+def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
+    """Reasons two same-named symbols must not be paired."""
+    if a.type != b.type:
+        return True
+    # Section symbols pair only through their sections (correlate_section).
+    if a.type == STT.SECTION:
+        return st.twin.get(a.section) is not b.section if a.section is not None else True
+    # __warned.N, __key.N, _rs.N: one per call site, numbers mean nothing.
+    if rules.is_special_static(a, st.orig.bundled):
+        return True
+    # .LC0 string labels: the number drifts; strings are compared by content.
+    if rules.is_local_label(a):
+        return True
+    # A group's signature symbol follows its (identical) group.
+    if a.section is not None and isinstance(a.section, GroupSection) and st.twin.get(a.section) is not b.section:
+        return True
+    return False
+
+
+def correlate_symbols(st: DiffState) -> None:
+    candidates: dict[str, list[Symbol]] = defaultdict(list)
+    for sym in st.patched.obj.symbols:
+        candidates[symbol_key(sym)].append(sym)
+    for a in st.orig.obj.symbols:
+        if a in st.twin:
+            continue
+        for b in candidates.get(symbol_key(a), ()):
+            if b in st.twin:
+                continue
+            if dont_correlate_symbol(st, a, b):
+                continue
+            st.correlate(a, b)
+            # FILE-block membership decides which vmlinux locals a symbol is.
+            file_sym = st.orig.file_of.get(a)
+            if file_sym is not None and b not in st.patched.file_of:
+                st.patched.file_of[b] = file_sym
+            break
+
+
+# -- static locals --------------------------------------------------------------
+
+def _function_name(st: DiffState, relsec: RelocationSection) -> str:
+    base = relsec.info if isinstance(relsec.info, Section) else relsec
+    owner = st.orig.bundled.get(base) or st.patched.bundled.get(base)
+    return owner.name if owner is not None else base.name
+
+
+def _correlated_parent(st: DiffState, sym: Symbol) -> Symbol | None:
+    """Nearest ancestor (``foo`` of an original ``foo.part.1``) that has a twin."""
+    parent_map = st.orig.parent
+    while True:
+        parent = parent_map.get(sym)
+        if parent is None:
+            return None
+        if parent in st.twin:
+            return parent
+        sym = parent
+
+
+def _find_uncorrelated_reference(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbol | None:
+    for rel in relsec.relocations or ():
+        cand = rel.symbol
+        if cand is None or cand in st.twin:
+            continue
+        if cand.type != sym.type or (sym.type == STT.OBJECT and cand.size != sym.size):
+            continue
+        if not rules.mangled_equal(cand.name, sym.name):
+            continue
+        return cand
+    return None
+
+
+def _find_in_children(st: DiffState, parent: Symbol, sym: Symbol) -> Symbol | None:
+    """The reference may have moved into ``parent.cold`` / ``parent.part.N`` (issue #1054)."""
+    for child in st.patched.children.get(parent, ()):
+        csec = child.section
+        if csec is None or csec.rela is None or csec.rela is (parent.section.rela if parent.section else None):
+            continue
+        found = _find_uncorrelated_reference(st, csec.rela, sym) or _find_in_children(st, child, sym)
+        if found is not None:
+            return found
+    return None
+
+
+def _static_twin(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbol | None:
+    if relsec not in st.twin:
+        base = relsec.info if isinstance(relsec.info, Section) else None
+        owner = st.orig.bundled.get(base) if base is not None else None
+        if owner is not None:
+            parent = _correlated_parent(st, owner)
+            if parent is not None and parent.section is not None and parent.section.rela is not None:
+                relsec = parent.section.rela
+    twin = st.twin.get(relsec)
+    if twin is None:
+        return None
+    found = _find_uncorrelated_reference(st, twin, sym)
+    if found is not None:
+        return found
+    base = twin.info if isinstance(twin.info, Section) else None
+    owner = st.patched.bundled.get(base) if base is not None else None
+    if owner is not None:
+        return _find_in_children(st, owner, sym)
+    return None
+
+
+def _has_reference_to(st: DiffState, relsec: RelocationSection, target: Symbol) -> bool:
+    if any(rel.symbol is target for rel in relsec.relocations or ()):
+        return True
+    base = relsec.info if isinstance(relsec.info, Section) else None
+    owner = st.patched.bundled.get(base) if base is not None else None
+    if owner is None:
+        return False
+    for child in st.patched.children.get(owner, ()):
+        csec = child.section
+        if csec is None or csec.rela is None or csec.rela is relsec:
+            continue
+        if _has_reference_to(st, csec.rela, target):
+            return True
+    return False
+
+
+def _uncorrelate_static(st: DiffState, sym: Symbol) -> None:
+    st.uncorrelate(sym)
+    sec = sym.section
+    if sec is not None and st.orig.bundled.get(sec) is sym and sec in st.twin:
+        st.uncorrelate(sec)
+        if sec.symbol is not None:
+            st.uncorrelate(sec.symbol)
+        if sec.rela is not None:
+            st.uncorrelate(sec.rela)
+
+
+def correlate_static_locals(st: DiffState) -> None:
+    """Pair ``var.N`` statics through the functions that use them (numbers drift between builds)."""
+    bundled_o = st.orig.bundled
+    for sym in st.orig.obj.symbols:
+        if rules.is_normal_static_local(sym, bundled_o):
+            _uncorrelate_static(st, sym)
+
+    orig_relsecs = [s for s in st.orig.obj.relocation_sections()
+                    if s.relocations and not rules.is_debug_section(s) and isinstance(s.info, Section)]
+    for relsec in orig_relsecs:
+        for rel in relsec.relocations:
+            sym = rel.symbol
+            if sym is None or sym in st.twin or not rules.is_normal_static_local(sym, bundled_o):
+                continue
+            bundled = bundled_o.get(sym.section) is sym
+            if bundled and sym.section is relsec.info:
+                continue  # a static that references itself: use another reference
+            twin = _static_twin(st, relsec, sym)
+            if twin is None:
+                st.error(f"reference to static local variable {sym.name} in {_function_name(st, relsec)} was removed")
+                continue
+            twin_bundled = st.patched.bundled.get(twin.section) is twin
+            if bundled != twin_bundled:
+                st.error(f"static local {sym.name}: bundled in one object but not in the other")
+                continue
+            if not bundled and st.twin.get(sym.section) is not twin.section:
+                st.error(f"static local {sym.name}: sections {sym.section.name} and {twin.section.name} are not correlated")
+                continue
+            st.correlate(sym, twin)
+            if bundled:
+                correlate_section(st, sym.section, twin.section)
+
+    # Every reference in the original must still exist in the patched object.
+    for relsec in orig_relsecs:
+        for rel in relsec.relocations:
+            sym = rel.symbol
+            if sym is None or not rules.is_normal_static_local(sym, bundled_o):
+                continue
+            target = relsec
+            if relsec not in st.twin:
+                owner = bundled_o.get(relsec.info)
+                parent = _correlated_parent(st, owner) if owner is not None else None
+                if parent is not None and parent.section is not None and parent.section.rela is not None:
+                    target = parent.section.rela
+            twin_sym = st.twin.get(sym)
+            twin_sec = st.twin.get(target)
+            if twin_sym is None or twin_sec is None:
+                msg = f"reference to static local variable {sym.name} in {_function_name(st, target)} was removed"
+            elif not _has_reference_to(st, twin_sec, twin_sym):
+                msg = (f"static local {sym.name} has been correlated with {twin_sym.name}, "
+                       f"but patched {_function_name(st, twin_sec)} is missing a reference to it")
+            else:
+                continue
+            if msg not in st.errors:
+                st.error(msg)
+
+
+def correlate(st: DiffState) -> None:
+    correlate_sections(st)
+    correlate_symbols(st)
+    correlate_static_locals(st)

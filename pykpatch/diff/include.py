@@ -1,0 +1,252 @@
+"""Stage 4: patch-author markers, ftrace-hook check, and what goes into the output.
+
+Inclusion starts from changed functions, new globals, callbacks and
+force-marked functions, and follows relocations: a changed or new section
+brings what it references; an unchanged function or variable is only
+*referenced* (resolved in the running kernel), not copied.
+"""
+
+from __future__ import annotations
+
+from pykpatch.diff import rules
+from pykpatch.diff.state import DiffState, Status
+from pykpatch.elf.constants import STB, STT
+from pykpatch.elf.model import RelocationSection, Section, Symbol
+
+# Patch-author markers (see pykpatch/data/pykpatch-macros.h):
+IGNORE_SECTIONS = ".kpatch.ignore.sections"
+IGNORE_FUNCTIONS = ".kpatch.ignore.functions"
+FORCE_SECTION = ".kpatch.force"
+TEMP_SYMBOL_PREFIXES = ("__kpatch_ignore_func_", "__UNIQUE_ID_kpatch_ignore_section_", "__kpatch_force_func_")
+
+
+def mark_ignored_sections(st: DiffState) -> None:
+    """``.discard*`` sections and KPATCH_IGNORE_SECTION("name") targets are never compared."""
+    secmap = st.patched.obj.section_map()
+    for sec in st.patched.obj.sections:
+        if sec.name.startswith(".discard") or sec.name.startswith(".rela.discard"):
+            st.patched.ignored.add(sec)
+    marker = secmap.get(IGNORE_SECTIONS)
+    if marker is None or marker.rela is None:
+        return
+    for rel in marker.rela.relocations or ():
+        strsec = rel.symbol.section if rel.symbol is not None else None
+        if strsec is None:
+            continue
+        st.status[strsec] = Status.CHANGED
+        include_section(st, strsec)
+        name = st.patched.string.get(rel)
+        if name is None:
+            try:
+                name = strsec.string_at(rel.symbol.value + rel.addend)
+            except IndexError:
+                continue
+        target = secmap.get(name)
+        if target is None:
+            st.error(f"KPATCH_IGNORE_SECTION: there is no section {name}")
+            continue
+        if isinstance(target, RelocationSection) and isinstance(target.info, Section):
+            target = target.info
+        st.patched.ignored.add(target)
+        twin = st.twin.get(target)
+        if twin is not None:
+            st.orig.ignored.add(twin)
+
+
+def mark_ignored_same(st: DiffState) -> None:
+    """Ignored functions (KPATCH_IGNORE_FUNCTION) and sections count as unchanged."""
+    secmap = st.patched.obj.section_map()
+    marker = secmap.get(IGNORE_FUNCTIONS)
+    if marker is not None and marker.rela is not None:
+        for rel in marker.rela.relocations or ():
+            sym = rel.symbol
+            if sym is None or sym.section is None or sym.type != STT.FUNC:
+                st.error(f"KPATCH_IGNORE_FUNCTION: {sym.name if sym else '?'} is not a function of this object")
+                continue
+            if st.status.get(sym) != Status.CHANGED:
+                st.notes.append(f"no change detected in ignored function {sym.name}")
+            _mark_function_same(st, sym)
+    by_section: dict[Section, list[Symbol]] = {}
+    for sym in st.patched.obj.symbols:
+        if sym.section is not None:
+            by_section.setdefault(sym.section, []).append(sym)
+    for sec in st.patched.ignored:
+        st.status[sec] = Status.SAME
+        if not isinstance(sec, RelocationSection):
+            if sec.symbol is not None:
+                st.status[sec.symbol] = Status.SAME
+            if sec.rela is not None:
+                st.status[sec.rela] = Status.SAME
+        for sym in by_section.get(sec, ()):
+            st.status[sym] = Status.SAME
+    for sym in st.patched.obj.symbols:
+        if sym.name.startswith(TEMP_SYMBOL_PREFIXES):
+            st.status[sym] = Status.SAME
+
+
+def _mark_function_same(st: DiffState, sym: Symbol) -> None:
+    st.status[sym] = Status.SAME
+    sec = sym.section
+    if sec is not None:
+        st.status[sec] = Status.SAME
+        if sec.symbol is not None:
+            st.status[sec.symbol] = Status.SAME
+        if sec.rela is not None:
+            st.status[sec.rela] = Status.SAME
+    for child in st.patched.children.get(sym, ()):
+        _mark_function_same(st, child)
+
+
+def check_ftrace_hooks(st: DiffState) -> None:
+    """Every changed function must be patchable through ftrace in the *original* kernel."""
+    for sym in st.patched.obj.symbols:
+        if sym.type != STT.FUNC or st.status.get(sym) != Status.CHANGED:
+            continue
+        parent = st.patched.parent.get(sym)
+        if parent is not None and st.status.get(parent) == Status.CHANGED:
+            continue
+        twin = st.twin.get(sym)
+        if twin is None or twin not in st.orig.has_hook:
+            st.error(f"function {sym.name} has no ftrace hook (__fentry__ call) in the original object: it cannot be patched")
+
+
+# -- inclusion ----------------------------------------------------------------
+
+def include_section(st: DiffState, sec: Section) -> None:
+    """Include a section, its section symbol, its relocations and (recursively) what they reference."""
+    stack: list[Section] = [sec]
+    while stack:
+        cur = stack.pop()
+        if cur in st.include:
+            continue
+        st.include.add(cur)
+        if cur.symbol is not None:
+            st.include.add(cur.symbol)
+        st.include.update(st.patched.prefix_of.get(cur, ()))
+        if cur.rela is None:
+            continue
+        st.include.add(cur.rela)
+        for rel in cur.rela.relocations or ():
+            target = _include_symbol_shallow(st, rel.symbol)
+            if target is not None:
+                stack.append(target)
+
+
+def _include_symbol_shallow(st: DiffState, sym: Symbol | None) -> Section | None:
+    """Mark a symbol included; return its section when that must be included too."""
+    if sym is None or sym in st.include:
+        return None
+    st.include.add(sym)
+    # A section symbol can only be resolved inside this object; a changed or
+    # new function/object is copied; an unchanged one is resolved in the kernel.
+    if sym.section is not None and (sym.type == STT.SECTION or st.status.get(sym, Status.SAME) != Status.SAME):
+        return sym.section
+    return None
+
+
+def include_symbol(st: DiffState, sym: Symbol | None) -> None:
+    sec = _include_symbol_shallow(st, sym)
+    if sec is not None:
+        include_section(st, sec)
+
+
+def include_standard_elements(st: DiffState) -> None:
+    """String literal sections and ``.rodata`` (switch tables) come along unconditionally."""
+    for sec in st.patched.obj.sections:
+        name = sec.name
+        if name in (".shstrtab", ".strtab", ".symtab", ".toc", ".rodata") or (
+            name.startswith(".rodata.") and ".str1." in name
+        ):
+            include_section(st, sec)
+
+
+def include_changed_functions(st: DiffState) -> int:
+    count = 0
+    for sym in st.patched.obj.symbols:
+        if sym.type == STT.FUNC and st.status.get(sym) == Status.CHANGED:
+            count += 1
+            include_symbol(st, sym)
+        elif sym.type == STT.FILE:
+            st.include.add(sym)
+    return count
+
+
+def include_callbacks(st: DiffState) -> bool:
+    found = False
+    for sec in st.patched.obj.sections:
+        if not rules.is_callback_section(sec):
+            continue
+        found = True
+        st.include.add(sec)
+        if isinstance(sec, RelocationSection):
+            for rel in (sec.relocations or [])[:1]:
+                st.notes.append(f"found callback: {rel.symbol.name if rel.symbol else '?'}")
+                include_symbol(st, rel.symbol)
+        elif sec.symbol is not None:
+            st.include.add(sec.symbol)
+    for sym in st.patched.obj.symbols:
+        if sym.type == STT.OBJECT and sym.section is not None and rules.is_callback_section(sym.section):
+            st.include.discard(sym)
+    return found
+
+
+def include_forced(st: DiffState) -> None:
+    for sec in st.patched.obj.sections:
+        if sec.name not in (FORCE_SECTION, ".rela" + FORCE_SECTION):
+            continue
+        st.include.add(sec)
+        if isinstance(sec, RelocationSection):
+            for rel in sec.relocations or ():
+                st.notes.append(f"function {rel.symbol.name if rel.symbol else '?'} marked with KPATCH_FORCE_UNSAFE")
+        elif sec.symbol is not None:
+            st.include.add(sec.symbol)
+    for sym in st.patched.obj.symbols:
+        if sym.name.startswith("__kpatch_force_func_"):
+            st.include.discard(sym)
+
+
+def include_new_globals(st: DiffState) -> int:
+    count = 0
+    for sym in st.patched.obj.symbols:
+        if sym.bind == STB.GLOBAL and sym.section is not None and st.status.get(sym) == Status.NEW:
+            include_symbol(st, sym)
+            count += 1
+    return count
+
+
+def include_debug_sections(st: DiffState) -> None:
+    """Debug info comes along, minus the entries describing code that is not in the patch."""
+    for sec in st.patched.obj.sections:
+        if rules.is_debug_section(sec):
+            st.include.add(sec)
+            if not isinstance(sec, RelocationSection) and sec.symbol is not None:
+                st.include.add(sec.symbol)
+    for sec in st.patched.obj.sections:
+        if isinstance(sec, RelocationSection) and rules.is_debug_section(sec) and sec.relocations is not None:
+            sec.relocations = [r for r in sec.relocations
+                               if r.symbol is not None and r.symbol.section is not None and r.symbol.section in st.include]
+
+
+def verify_patchability(st: DiffState) -> None:
+    """Refuse what cannot be live patched; every problem becomes one reason line."""
+    for sec in st.patched.obj.sections:
+        status = st.status.get(sec, Status.SAME)
+        included = sec in st.include
+        if status == Status.CHANGED and not included:
+            what = _describe_unincluded(st, sec)
+            st.error(f"changed section {sec.name} not selected for inclusion{what}")
+        if status != Status.SAME and sec in st.patched.grouped:
+            st.error(f"changed section {sec.name} is part of a section group")
+        if sec.type == 17 and status == Status.NEW:  # SHT_GROUP
+            st.error(f"new or changed section group {sec.name} is not supported")
+        if included and status != Status.NEW and rules.is_data_section_name(sec.name):
+            st.error(f"data section {sec.name} selected for inclusion: existing data cannot be live patched")
+
+
+def _describe_unincluded(st: DiffState, sec: Section) -> str:
+    if rules.is_init_section_name(sec.name):
+        return " (__init code or data runs only at boot: it cannot be live patched)"
+    base = sec.info if isinstance(sec, RelocationSection) and isinstance(sec.info, Section) else sec
+    if rules.is_data_section_name(base.name) or base.name.startswith(".rodata"):
+        return " (changed data of an existing variable cannot be live patched; use a shadow variable)"
+    return ""

@@ -1,0 +1,323 @@
+"""Stage 6: build the output object and its livepatch metadata.
+
+Output format (consumed by ``pykpatch module``)
+===============================================
+
+The output is an ordinary relocatable object holding the included
+sections and symbols (changed functions made LOCAL so no other object of
+the patch module links to them), plus three non-ALLOC sections that
+describe the live patch.  Every field that names a place uses a normal
+relocation, so the description stays correct after kbuild links several
+diff outputs into one module (``ld -r`` moves sections; relocations follow).
+All integers are in the object's byte order.
+
+``.pykpatch.strings``  NUL-terminated strings referenced below.
+
+``.pykpatch.funcs``    one 32-byte record per function the patch replaces::
+
+    u64 new_func   relocation -> the replacement function symbol
+    u64 name       relocation -> .pykpatch.strings + offset of the kernel's name
+    u64 objname    relocation -> .pykpatch.strings + offset ("vmlinux" or module)
+    u64 sympos     0 (unique/global) or 1-based position among same-named locals
+
+``.pykpatch.relocs``   one 48-byte record per livepatch relocation (a reference
+to a kernel symbol that the module loader cannot resolve: a static, an
+unexported global, a symbol of a module that may load later)::
+
+    u64 dest       relocation -> section symbol + offset where the value goes
+    u64 name       relocation -> .pykpatch.strings (symbol name)
+    u64 objname    relocation -> .pykpatch.strings (object that defines it)
+    u64 sympos     as above
+    i64 addend
+    u32 type       the architecture's relocation type (e.g. R_X86_64_PC32)
+    u32 flags      bit 0: the symbol is exported by a module (external)
+
+The post-link step turns ``.pykpatch.relocs`` into ``.klp.rela.OBJ.SEC``
+sections with ``.klp.sym.OBJ.NAME,POS`` symbols (kernel
+Documentation/livepatch/module-elf-format.rst) and ``.pykpatch.funcs`` into
+the module's ``klp_func`` array.  ``__mcount_loc`` is rebuilt for the
+included functions so ftrace knows their entry points.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+from pykpatch.diff import rules
+from pykpatch.diff.lookup import LookupError_, LookupResult, ParentLookup
+from pykpatch.diff.special import SPECIAL_SECTION_NAMES
+from pykpatch.diff.state import DiffState, Status
+from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT
+from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section, StringTableSection, Symbol
+
+FUNCS_SECTION = ".pykpatch.funcs"
+RELOCS_SECTION = ".pykpatch.relocs"
+STRINGS_SECTION = ".pykpatch.strings"
+FUNC_RECORD = 32
+RELOC_RECORD = 48
+FLAG_EXTERNAL = 1
+OUR_SECTIONS = frozenset({FUNCS_SECTION, RELOCS_SECTION, STRINGS_SECTION})
+
+
+@dataclass
+class PatchedFunc:
+    name: str
+    objname: str
+    sympos: int
+    symbol: Symbol
+
+
+@dataclass
+class KlpReloc:
+    section: Section
+    offset: int
+    type: int
+    addend: int
+    name: str
+    objname: str
+    sympos: int
+    external: bool
+
+
+@dataclass
+class OutputPlan:
+    obj: ElfObject
+    funcs: list[PatchedFunc] = field(default_factory=list)
+    klp_relocs: list[KlpReloc] = field(default_factory=list)
+
+
+class _Strings:
+    def __init__(self) -> None:
+        self.offsets: dict[str, int] = {}
+        self.data = bytearray()
+
+    def add(self, text: str) -> int:
+        off = self.offsets.get(text)
+        if off is None:
+            off = len(self.data)
+            self.offsets[text] = off
+            self.data += text.encode("latin-1") + b"\0"
+        return off
+
+
+def migrate_included(st: DiffState) -> ElfObject:
+    """A new object with only the included sections and symbols (others become undefined references)."""
+    src = st.patched.obj
+    out = ElfObject(src.layout.elf_class, src.layout.data, src.machine, src.e_type, path=src.path)
+    out.e_flags, out.osabi, out.abiversion = src.e_flags, src.osabi, src.abiversion
+    included = st.include
+    sections = [s for s in src.sections if s in included or s is src.symtab or s is src.shstrtab
+                or (src.symtab is not None and s is src.symtab.link)]
+    keep = set(sections)
+    for sec in sections:
+        if isinstance(sec.link, Section) and sec.link not in keep:
+            sec.link = None
+        if isinstance(sec.info, Section) and sec.info not in keep:
+            sec.info = 0
+        if sec.rela is not None and sec.rela not in keep:
+            sec.rela = None
+        if sec.symbol is not None and sec.symbol not in included:
+            sec.symbol = None
+    out.sections = sections
+    out.symtab = src.symtab
+    out.shstrtab = src.shstrtab
+    symbols = []
+    for sym in src.symbols:
+        if sym not in included:
+            continue
+        if sym.section is not None and sym.section not in keep:
+            sym.section = None
+            sym.shndx = SHN.UNDEF
+            sym.value = 0
+        symbols.append(sym)
+    out.symbols = symbols
+    return out
+
+
+def _is_function_pointer(st: DiffState, rel: Relocation) -> bool:
+    """``&func`` taken by changed code must keep pointing at the *original* function.
+
+    A pointer to the replacement could outlive the patch module (callbacks
+    stored in kernel structures), so kpatch resolves it to the original.
+    Nested functions (names with a dot) and new functions are linked normally.
+    """
+    sym = rel.symbol
+    return (
+        sym is not None and sym.type == STT.FUNC and sym not in st.patched.parent
+        and rel.addend == sym.value and st.arch.reloc_name(rel.type) == "R_X86_64_32S"
+        and st.status.get(sym) != Status.NEW and "." not in sym.name
+    )
+
+
+def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation) -> LookupResult | None:
+    """The parent-table entry when this relocation must be resolved by the livepatch core."""
+    sym = rel.symbol
+    if sym is None or sym.type == STT.SECTION or sym.type == STT.FILE:
+        return None
+    if sym.section is not None:
+        if not _is_function_pointer(st, rel):
+            return None
+    found = lookup.lookup(sym, st.patched.file_of.get(sym))
+    if found is None:
+        if sym.bind == STB.LOCAL and sym.section is None:
+            raise LookupError_(f"{st.name}: can't find local symbol {sym.name} in the {lookup.objname} symbol table")
+        return None  # another object of the patch module, or exported by vmlinux
+    if sym.bind == STB.LOCAL:
+        if found.is_global:
+            raise LookupError_(f"{st.name}: can't find local symbol {sym.name} in the {lookup.objname} symbol table")
+        return found
+    if found.exported:
+        return None if found.objname == "vmlinux" else found
+    return found
+
+
+def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
+    out = migrate_included(st)
+    plan = OutputPlan(out)
+    for sym in out.symbols:
+        if sym.type != STT.FUNC or st.status.get(sym) != Status.CHANGED or sym in st.patched.parent:
+            continue
+        found = lookup.lookup(sym, st.patched.file_of.get(sym))
+        if found is None or (sym.bind == STB.LOCAL and found.is_global):
+            raise LookupError_(f"{st.name}: can't find function {sym.name} in the {lookup.objname} symbol table")
+        plan.funcs.append(PatchedFunc(sym.name, parent, found.sympos, sym))
+        # Replacement functions must not be linked to by other objects of the module.
+        sym.bind = STB.LOCAL
+
+    used_normally: set[Symbol] = set()
+    converted: set[Symbol] = set()
+    for relsec in list(out.relocation_sections()):
+        if relsec.name in (".rela" + n for n in OUR_SECTIONS) or not isinstance(relsec.info, Section):
+            continue
+        base = relsec.info
+        special = base.name in SPECIAL_SECTION_NAMES
+        kept = []
+        for rel in relsec.relocations or ():
+            found = needs_klp(st, lookup, rel)
+            if found is None:
+                kept.append(rel)
+                if rel.symbol is not None:
+                    used_normally.add(rel.symbol)
+                continue
+            if special and parent != "vmlinux":
+                st.error(f"reference to {rel.symbol.name} from special section {base.name} of module {parent} "
+                         "cannot be resolved by livepatch")
+            plan.klp_relocs.append(KlpReloc(base, rel.offset, rel.type, rel.addend, rel.symbol.name,
+                                            found.objname, found.sympos, found.exported and found.objname != "vmlinux"))
+            converted.add(rel.symbol)
+        relsec.relocations = kept
+    # Symbols only reached through livepatch relocations leave the symbol table.
+    out.symbols = [s for s in out.symbols if not (s in converted and s not in used_normally and s.section is None)]
+    return plan
+
+
+def _section_symbol(out: ElfObject, sec: Section) -> Symbol:
+    if sec.symbol is None or sec.symbol not in out.symbols:
+        sym = Symbol("", STB.LOCAL, STT.SECTION, sec)
+        out.symbols.append(sym)
+        sec.symbol = sym
+    return sec.symbol
+
+
+def _abs64(st: DiffState) -> int:
+    for num, info in st.arch.relocs.items():
+        if info.size == 8 and not info.pcrel and info.name.endswith("_64"):
+            return num
+    raise LookupError_(f"no absolute 64-bit relocation type known for {st.arch.name}")
+
+
+def emit_metadata(st: DiffState, plan: OutputPlan) -> None:
+    """Write .pykpatch.{strings,funcs,relocs} (see module docstring)."""
+    out = plan.obj
+    fmt = "<" if out.layout.endian == "little" else ">"
+    abs64 = _abs64(st)
+    strings = _Strings()
+    strsec = out.add_section(Section(STRINGS_SECTION, SHT.PROGBITS, 0, b"", align=1, entsize=1))
+    strsym = _section_symbol(out, strsec)
+
+    funcs = out.add_section(Section(FUNCS_SECTION, SHT.PROGBITS, 0, b"", align=8, entsize=FUNC_RECORD))
+    frel = out.ensure_relocation_section(funcs)
+    fdata = bytearray()
+    for i, f in enumerate(plan.funcs):
+        base = i * FUNC_RECORD
+        fdata += struct.pack(f"{fmt}QQQQ", 0, 0, 0, f.sympos)
+        frel.relocations.append(Relocation(base, abs64, f.symbol, 0))
+        frel.relocations.append(Relocation(base + 8, abs64, strsym, strings.add(f.name)))
+        frel.relocations.append(Relocation(base + 16, abs64, strsym, strings.add(f.objname)))
+    funcs.data = bytes(fdata)
+
+    relocs = out.add_section(Section(RELOCS_SECTION, SHT.PROGBITS, 0, b"", align=8, entsize=RELOC_RECORD))
+    rrel = out.ensure_relocation_section(relocs)
+    rdata = bytearray()
+    for i, k in enumerate(plan.klp_relocs):
+        base = i * RELOC_RECORD
+        rdata += struct.pack(f"{fmt}QQQQqII", 0, 0, 0, k.sympos, k.addend, k.type, FLAG_EXTERNAL if k.external else 0)
+        rrel.relocations.append(Relocation(base, abs64, _section_symbol(out, k.section), k.offset))
+        rrel.relocations.append(Relocation(base + 8, abs64, strsym, strings.add(k.name)))
+        rrel.relocations.append(Relocation(base + 16, abs64, strsym, strings.add(k.objname)))
+    relocs.data = bytes(rdata)
+    strsec.data = bytes(strings.data)
+
+
+def emit_mcount(st: DiffState, plan: OutputPlan) -> None:
+    """Rebuild ``__mcount_loc`` for the included functions that have an ftrace call."""
+    out = plan.obj
+    old = [s for s in out.sections if s.name in ("__mcount_loc", ".rela__mcount_loc")]
+    out.remove_sections(old)
+    abs64 = _abs64(st)
+    entries = []
+    for sym in out.symbols:
+        if sym.type != STT.FUNC or sym.section is None or st.status.get(sym) == Status.SAME:
+            continue
+        if sym not in st.patched.has_hook or sym.section.rela is None:
+            continue
+        first = min((r for r in sym.section.rela.relocations or () if r.symbol is not None
+                     and r.symbol.name == st.arch.ftrace_hook), key=lambda r: r.offset, default=None)
+        if first is None:
+            continue
+        entries.append((sym, first.offset - 1 - sym.value))
+    if not entries:
+        return
+    sec = out.add_section(Section("__mcount_loc", SHT.PROGBITS, SHF.ALLOC, bytes(8 * len(entries)), align=8, entsize=8))
+    rel = out.ensure_relocation_section(sec)
+    for i, (sym, off) in enumerate(entries):
+        rel.relocations.append(Relocation(i * 8, abs64, sym, off))
+
+
+def order_symbols(out: ElfObject) -> None:
+    """FILE, local functions, other locals, globals: the order kpatch's tools expect."""
+    def rank(sym: Symbol) -> int:
+        if sym.bind != STB.LOCAL:
+            return 3
+        if sym.type == STT.FILE:
+            return 0
+        return 1 if sym.type == STT.FUNC else 2
+    out.symbols.sort(key=rank)
+
+
+def check_relocation_ranges(st: DiffState, out: ElfObject) -> None:
+    for relsec in out.relocation_sections():
+        for rel in relsec.relocations or ():
+            sym = rel.symbol
+            if sym is None or sym.section is None or sym.type == STT.SECTION and sym.section.type == SHT.NOBITS:
+                continue
+            if sym.section.type != SHT.NOBITS and sym.value + rel.addend > sym.section.size:
+                st.error(f"out-of-range relocation {sym.name}{rel.addend:+#x} in {relsec.name}")
+
+
+def build_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
+    plan = plan_output(st, lookup, parent)
+    emit_metadata(st, plan)
+    emit_mcount(st, plan)
+    order_symbols(plan.obj)
+    check_relocation_ranges(st, plan.obj)
+    return plan
+
+
+def string_sections_of(obj: ElfObject) -> list[StringTableSection]:
+    return [s for s in obj.sections if isinstance(s, StringTableSection)]
+
+
+__all__ = ["OutputPlan", "PatchedFunc", "KlpReloc", "build_output", "FUNCS_SECTION", "RELOCS_SECTION",
+           "STRINGS_SECTION", "rules"]

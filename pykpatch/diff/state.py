@@ -1,0 +1,78 @@
+"""Working state of one diff: the two objects and what each stage learns about them.
+
+The ELF model stays pure; everything the diff infers about an element (its
+twin in the other object, whether it changed, whether it goes into the
+output) lives in dicts keyed by the model objects themselves (identity
+hashing), gathered here so that every stage reads and writes one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+from pykpatch.elf.arch import ArchInfo
+from pykpatch.elf.model import ElfObject, Relocation, Section, Symbol
+
+
+class Status(Enum):
+    SAME = "same"
+    CHANGED = "changed"
+    NEW = "new"
+
+
+@dataclass
+class ObjectFacts:
+    """Facts derived from one object alone (before correlation)."""
+
+    obj: ElfObject
+    # kpatch's "bundled" symbol: the function/object that owns a whole
+    # -ffunction-sections / -fdata-sections section (``.text.foo`` -> foo).
+    bundled: dict[Section, Symbol] = field(default_factory=dict)
+    parent: dict[Symbol, Symbol] = field(default_factory=dict)
+    children: dict[Symbol, list[Symbol]] = field(default_factory=dict)
+    has_hook: set[Symbol] = field(default_factory=set)
+    grouped: set[Section] = field(default_factory=set)
+    ignored: set[Section] = field(default_factory=set)
+    # String literal a relocation points at (when its target is a string section).
+    string: dict[Relocation, str] = field(default_factory=dict)
+    # FILE symbol block each local symbol belongs to (for the parent lookup).
+    file_of: dict[Symbol, Symbol] = field(default_factory=dict)
+    # __pfx_/__cfi_ symbols sitting at the start of a function's section.
+    prefix_of: dict[Section, list[Symbol]] = field(default_factory=dict)
+
+
+@dataclass
+class DiffState:
+    """Everything the pipeline stages share."""
+
+    orig: ObjectFacts
+    patched: ObjectFacts
+    arch: ArchInfo
+    name: str  # object name used in messages (basename of the original)
+    twin: dict[object, object] = field(default_factory=dict)
+    status: dict[object, Status] = field(default_factory=dict)
+    include: set[object] = field(default_factory=set)
+    # Unsupported changes found so far: one line each, naming section/function.
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    # -- twins ----------------------------------------------------------------
+    def correlate(self, a, b) -> None:
+        """Make ``a`` (original) and ``b`` (patched) twins; the patched one takes the original's name."""
+        self.twin[a] = b
+        self.twin[b] = a
+        self.status[a] = self.status[b] = Status.SAME
+        if a.name != b.name:
+            b.name = a.name
+
+    def uncorrelate(self, a) -> None:
+        b = self.twin.pop(a, None)
+        if b is not None:
+            self.twin.pop(b, None)
+
+    def status_of(self, elem) -> Status:
+        return self.status.get(elem, Status.SAME)
+
+    def error(self, message: str) -> None:
+        self.errors.append(message)
