@@ -24,6 +24,8 @@ from pykpatch.errors import EXIT_ERROR, EXIT_INTERRUPTED, PykpatchError
 # (subcommand name, module implementing it)
 SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("elf", "pykpatch.commands.elf_cmd"),
+    ("diff", "pykpatch.commands.diff_cmd"),
+    ("lab", "pykpatch.commands.lab_cmd"),
 )
 
 
@@ -70,5 +72,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run_guarded(args._run, args)
 
 
-if __name__ == "__main__":  # pragma: no cover
+if __name__ == "__main__":  # pragma: no cover - python -m pykpatch.cli
     sys.exit(main())

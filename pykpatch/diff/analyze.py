@@ -109,14 +109,12 @@ def pcrel_adjust(arch: ArchInfo, relsec: RelocationSection, rel: Relocation) -> 
     relocation is not one we can map to a symbol offset.
     """
     target = relsec.target
-    rtype = rel.type
-    name = arch.reloc_name(rtype)
-    if name in ("R_X86_64_64", "R_X86_64_32S", "R_X86_64_32"):
+    name = arch.reloc_name(rel.type)
+    # Outside code, and for absolute types, the addend is the offset itself.
+    if not rules.is_text(target) or name in ("R_X86_64_64", "R_X86_64_32S", "R_X86_64_32"):
         return 0
     if name not in ("R_X86_64_PC32", "R_X86_64_PLT32"):
         return None
-    if not rules.is_text(target):
-        return 4
     try:
         from pykpatch.elf.x86insn import insn_containing
     except ImportError:  # pragma: no cover - decoder not available

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pykpatch.diff.include import include_symbol
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import STT
 from pykpatch.elf.model import Relocation, RelocationSection, Section
@@ -156,8 +157,10 @@ class SpecialSectionFilter:
                 for rel in group:
                     rel.offset -= src - dest
                     new_relocs.append(rel)
-                    if rel.symbol is not None:
-                        st.include.add(rel.symbol)
+                    # A new object (a pr_debug descriptor keying a jump label,
+                    # kpatch #1253) or a section-relative target comes along;
+                    # an unchanged one is resolved in the kernel.
+                    include_symbol(st, rel.symbol)
                 if special.name == ".fixup":
                     self.fixup_moves.append((src, dest, size))
                 new_data += sec.data[src:src + size]
@@ -227,8 +230,6 @@ class SpecialSectionFilter:
                 st.include.add(sym)
         if sec.rela is not None:
             st.include.add(sec.rela)
-            from pykpatch.diff.include import include_symbol
-
             for rel in sec.rela.relocations or ():
                 include_symbol(st, rel.symbol)
 
