@@ -48,6 +48,11 @@ class StringTableBuilder:
         return b"".join(self._parts)
 
 
+# Relocatable objects align sections to at most a page or so; a larger value
+# is a corrupt header and would make the writer pad gigabytes of zeros.
+MAX_ALIGN = 1 << 16
+
+
 def _align(value: int, alignment: int) -> int:
     if alignment <= 1:
         return value
@@ -221,6 +226,11 @@ class _Writer:
                 entsize = layout.sym.size
             elif isinstance(sec, RelocationSection) and sec.relocations is not None:
                 entsize = layout.rela.size if sec.type == SHT.RELA else layout.rel.size
+            if sec.align > MAX_ALIGN or (sec.align > 1 and sec.align & (sec.align - 1)):
+                raise ElfWriteError(
+                    f"{obj.path}: section {sec.name!r} has alignment {sec.align:#x}, "
+                    "which is not a power of two up to 64 KiB"
+                )
             start = _align(offset, sec.align)
             if start > offset:
                 chunks.append(b"\0" * (start - offset))
