@@ -117,3 +117,20 @@ def test_missing_struct_size_is_a_clear_error(corpus_dir, tmp_path):
     assert proc.returncode == 1
     assert "BUG_STRUCT_SIZE" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_jump_label_keyed_in_a_module_is_refused(corpus_dir, tmp_path):
+    """kpatch #946: a jump label whose static key lives in a module cannot be applied late."""
+    case = load_cases(corpus_dir)["jump-label-issue-946"]
+    orig = corpus_dir / "jump-label-issue-946.ORIG.o"
+    symvers = tmp_path / "Module.symvers"
+    lines = [f"0x00000000\t{name}\tdrivers/foo/foo\tEXPORT_SYMBOL_GPL\t"
+             for name in ("memcg_kmem_enabled_key", "memory_cgrp_subsys_enabled_key")]
+    symvers.write_text("\n".join(lines) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pykpatch.cli", "diff", str(orig), str(corpus_dir / "jump-label-issue-946.PATCHED.o"),
+         "--symtab", str(orig), "--symvers", str(symvers), "-o", str(tmp_path / "out.o")],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", **case["env"]},
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "jump label" in proc.stderr and "defined in a module" in proc.stderr
