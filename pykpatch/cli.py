@@ -25,6 +25,7 @@ from pykpatch.errors import EXIT_ERROR, EXIT_INTERRUPTED, PykpatchError
 SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("elf", "pykpatch.commands.elf_cmd"),
     ("diff", "pykpatch.commands.diff_cmd"),
+    ("module", "pykpatch.commands.module_cmd"),
     ("lab", "pykpatch.commands.lab_cmd"),
 )
 

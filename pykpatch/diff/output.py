@@ -11,9 +11,10 @@ relocation, so the description stays correct after kbuild links several
 diff outputs into one module (``ld -r`` moves sections; relocations follow).
 All integers are in the object's byte order.
 
-``.pykpatch.strings``  NUL-terminated strings referenced below.
+``.pykpatch.strings``  NUL-terminated strings referenced below (ALLOC: the
+module's init code reads them).
 
-``.pykpatch.funcs``    one 32-byte record per function the patch replaces::
+``.pykpatch.funcs``    (ALLOC) one 32-byte record per function the patch replaces::
 
     u64 new_func   relocation -> the replacement function symbol
     u64 name       relocation -> .pykpatch.strings + offset of the kernel's name
@@ -30,12 +31,16 @@ unexported global, a symbol of a module that may load later)::
     u64 sympos     as above
     i64 addend
     u32 type       the architecture's relocation type (e.g. R_X86_64_PC32)
-    u32 flags      bit 0: the symbol is exported by a module (external)
+    u32 flags      bit 0: the symbol is exported by a module (external);
+                   bits 8-15: the symbol's STT type; bits 16-23: its STB binding
 
 The post-link step turns ``.pykpatch.relocs`` into ``.klp.rela.OBJ.SEC``
 sections with ``.klp.sym.OBJ.NAME,POS`` symbols (kernel
-Documentation/livepatch/module-elf-format.rst) and ``.pykpatch.funcs`` into
-the module's ``klp_func`` array.  ``__mcount_loc`` is rebuilt for the
+Documentation/livepatch/module-elf-format.rst); the module's init code turns
+``.pykpatch.funcs`` into its ``klp_object``/``klp_func`` arrays.  Callback
+records of the patch-author header (``.kpatch.callbacks.*``: ``{fn,
+objname}``, 16 bytes) get their ``objname`` field pointed at the parent's
+name here.  ``__mcount_loc`` is rebuilt for the
 included functions so ftrace knows their entry points.
 """
 
@@ -78,11 +83,14 @@ class KlpReloc:
     objname: str
     sympos: int
     external: bool
+    sym_type: int
+    sym_bind: int
 
 
 @dataclass
 class OutputPlan:
     obj: ElfObject
+    parent: str = "vmlinux"
     funcs: list[PatchedFunc] = field(default_factory=list)
     klp_relocs: list[KlpReloc] = field(default_factory=list)
 
@@ -174,7 +182,7 @@ def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation) -> LookupRes
 
 def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
     out = migrate_included(st)
-    plan = OutputPlan(out)
+    plan = OutputPlan(out, parent)
     for sym in out.symbols:
         if sym.type != STT.FUNC or st.status.get(sym) != Status.CHANGED or sym in st.patched.parent:
             continue
@@ -204,7 +212,8 @@ def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
                 st.error(f"reference to {rel.symbol.name} from special section {base.name} of module {parent} "
                          "cannot be resolved by livepatch")
             plan.klp_relocs.append(KlpReloc(base, rel.offset, rel.type, rel.addend, rel.symbol.name,
-                                            found.objname, found.sympos, found.exported and found.objname != "vmlinux"))
+                                            found.objname, found.sympos, found.exported and found.objname != "vmlinux",
+                                            rel.symbol.type, rel.symbol.bind))
             converted.add(rel.symbol)
         relsec.relocations = kept
     # Symbols only reached through livepatch relocations leave the symbol table.
@@ -233,10 +242,10 @@ def emit_metadata(st: DiffState, plan: OutputPlan) -> None:
     fmt = "<" if out.layout.endian == "little" else ">"
     abs64 = _abs64(st)
     strings = _Strings()
-    strsec = out.add_section(Section(STRINGS_SECTION, SHT.PROGBITS, 0, b"", align=1, entsize=1))
+    strsec = out.add_section(Section(STRINGS_SECTION, SHT.PROGBITS, SHF.ALLOC, b"", align=1, entsize=1))
     strsym = _section_symbol(out, strsec)
 
-    funcs = out.add_section(Section(FUNCS_SECTION, SHT.PROGBITS, 0, b"", align=8, entsize=FUNC_RECORD))
+    funcs = out.add_section(Section(FUNCS_SECTION, SHT.PROGBITS, SHF.ALLOC, b"", align=8, entsize=FUNC_RECORD))
     frel = out.ensure_relocation_section(funcs)
     fdata = bytearray()
     for i, f in enumerate(plan.funcs):
@@ -252,12 +261,30 @@ def emit_metadata(st: DiffState, plan: OutputPlan) -> None:
     rdata = bytearray()
     for i, k in enumerate(plan.klp_relocs):
         base = i * RELOC_RECORD
-        rdata += struct.pack(f"{fmt}QQQQqII", 0, 0, 0, k.sympos, k.addend, k.type, FLAG_EXTERNAL if k.external else 0)
+        flags = (FLAG_EXTERNAL if k.external else 0) | (k.sym_type & 0xFF) << 8 | (k.sym_bind & 0xFF) << 16
+        rdata += struct.pack(f"{fmt}QQQQqII", 0, 0, 0, k.sympos, k.addend, k.type, flags)
         rrel.relocations.append(Relocation(base, abs64, _section_symbol(out, k.section), k.offset))
         rrel.relocations.append(Relocation(base + 8, abs64, strsym, strings.add(k.name)))
         rrel.relocations.append(Relocation(base + 16, abs64, strsym, strings.add(k.objname)))
     relocs.data = bytes(rdata)
+    emit_callback_objnames(st, out, strsym, strings, plan.parent, abs64)
     strsec.data = bytes(strings.data)
+
+
+CALLBACK_RECORD = 16
+
+
+def emit_callback_objnames(st: DiffState, out: ElfObject, strsym: Symbol, strings: _Strings, parent: str,
+                           abs64: int) -> None:
+    """Point each callback record's ``objname`` at the object this diff patches."""
+    for sec in out.sections:
+        if not sec.name.startswith(".kpatch.callbacks.") or isinstance(sec, RelocationSection):
+            continue
+        rel = out.ensure_relocation_section(sec)
+        taken = {r.offset for r in rel.relocations or ()}
+        for base in range(0, sec.size, CALLBACK_RECORD):
+            if base + 8 not in taken:
+                rel.relocations.append(Relocation(base + 8, abs64, strsym, strings.add(parent)))
 
 
 def emit_mcount(st: DiffState, plan: OutputPlan) -> None:

@@ -308,9 +308,13 @@ class ElfObject:
         return section
 
     def remove_sections(self, doomed: set[Section] | list[Section]) -> None:
-        """Remove sections (and their relocation sections' back-links)."""
+        """Remove sections, the symbols defined in them, and back-links to them."""
         doomed_ids = {id(s) for s in doomed}
         self.sections = [s for s in self.sections if id(s) not in doomed_ids]
+        self.symbols = [s for s in self.symbols if s.section is None or id(s.section) not in doomed_ids]
+        for sec in self.sections:
+            if sec.rela is not None and id(sec.rela) in doomed_ids:
+                sec.rela = None
 
     def add_symbol(self, symbol: Symbol) -> Symbol:
         self.symbols.append(symbol)
