@@ -10,8 +10,8 @@ Two questions, as kpatch's ``lookup.c`` answers them:
    are errors that name the file.
 2. *How is a referenced symbol reached?*  A local gets a livepatch
    relocation with ``sympos`` = its 1-based position among same-named
-   locals in the parent table (kallsyms order, as ``klp_find_object_symbol``
-   counts); a global that is not exported, or exported by a module, gets one
+   locals of the parent in address order (kallsyms order, as
+   ``klp_find_object_symbol`` counts); a global that is not exported, or exported by a module, gets one
    with sympos 0; a symbol exported by vmlinux is linked normally.
 """
 
@@ -64,6 +64,7 @@ class _Entry:
     value: int
     size: int
     defined: bool
+    ksym: object = None
 
 
 class ParentLookup:
@@ -78,8 +79,9 @@ class ParentLookup:
             defined = getattr(ks, "defined", None)
             if defined is None:
                 defined = section not in (None, "", "UND", 0)
-            entries.append(_Entry(ks.name, int(ks.type), int(ks.bind), int(ks.value), int(ks.size), bool(defined)))
+            entries.append(_Entry(ks.name, int(ks.type), int(ks.bind), int(ks.value), int(ks.size), bool(defined), ks))
         self.entries = entries
+        self.table = table
         self.local_pos: list[int] = [0] * len(entries)
         counts: dict[str, int] = {}
         self.globals: dict[str, int] = {}
@@ -170,7 +172,15 @@ class ParentLookup:
         if found is None:
             return None
         e = self.entries[found]
-        return LookupResult(self.objname, self.local_pos[found], e.value, e.size, False, False)
+        return LookupResult(self.objname, self._sympos(found), e.value, e.size, False, False)
+
+    def _sympos(self, index: int) -> int:
+        """kpatch's rule, as the kernel counts (address order): see KernelSymbolTable.sympos."""
+        sympos = getattr(self.table, "sympos", None)
+        entry = self.entries[index]
+        if sympos is not None and entry.ksym is not None:
+            return sympos(entry.ksym)
+        return self.local_pos[index]
 
     def lookup_exported(self, name: str) -> LookupResult | None:
         if self.symvers is None:

@@ -207,6 +207,8 @@ class _Parser:
                     target.rela = sec
                 else:  # dynamic relocations of executables apply to no one section
                     sec.info = 0
+            elif isinstance(sec, GroupSection):
+                sec.info = raw.info  # the signature's symbol index (decode_groups), even with SHF_INFO_LINK set
             elif raw.flags & SHF.INFO_LINK and raw.info:
                 sec.info = self.section_ref(sections, raw.info, f"section {sec.name!r} sh_info")
             else:
@@ -308,12 +310,15 @@ class _Parser:
                 raise self.fail(f"relocation section {sec.name!r} is not linked to the symbol table")
             relocs = []
             append = relocs.append
-            split = layout.r_sym_type
-            is_rela = sec.type == SHT.RELA
-            for entry in rec.iter_unpack(sec.data):
-                sym_idx, rtype = split(entry[1])
+            # r_info split inlined (see ElfLayout.r_sym_type): this loop is the reader's hottest
+            shift, mask = (32, 0xFFFFFFFF) if layout.is64 else (8, 0xFF)
+            entries = rec.iter_unpack(sec.data)
+            if sec.type != SHT.RELA:
+                entries = ((offset, info, 0) for offset, info in entries)
+            for offset, info, addend in entries:
+                sym_idx = info >> shift
                 if sym_idx > nsyms:
-                    raise self.fail(f"relocation in {sec.name!r} at {entry[0]:#x}: symbol index {sym_idx} out of range")
-                append(Relocation(entry[0], rtype, symbols[sym_idx], entry[2] if is_rela else 0))
+                    raise self.fail(f"relocation in {sec.name!r} at {offset:#x}: symbol index {sym_idx} out of range")
+                append(Relocation(offset, info & mask, symbols[sym_idx], addend))
             sec.relocations = relocs
 
