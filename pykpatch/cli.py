@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("elf", "pykpatch.commands.elf_cmd"),
     ("diff", "pykpatch.commands.diff_cmd"),
     ("module", "pykpatch.commands.module_cmd"),
+    ("build", "pykpatch.commands.kpatch_build_cmd"),
     ("lab", "pykpatch.commands.lab_cmd"),
 )
 
