@@ -119,3 +119,27 @@ class BootFailed(LabError):
 
 class BootTimeout(BootFailed):
     """QEMU did not finish within the hard timeout and was killed."""
+
+
+class KernelInfoError(PykpatchError):
+    """A fact about the target kernel cannot be read.
+
+    Raised when vmlinux has no version banner or ``.comment``, a ``.config``
+    or kernel tree is missing, a compiler cannot be run, or the kbuild probe
+    of special-section struct sizes fails (the message names its log file).
+    """
+
+
+class KernelMismatchError(PykpatchError):
+    """The target kernel and the local toolchain (or tree) disagree.
+
+    A livepatch module built with a different compiler than the kernel's can
+    differ in inlining, section layout and calling details, so kpatch-build
+    refuses by default; the ``hint`` names the option that overrides it.
+    ``kernel`` and ``local`` hold the two values that differ.
+    """
+
+    def __init__(self, message: str, kernel: str, local: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.kernel = kernel
+        self.local = local
