@@ -15,6 +15,8 @@ Every stage reports progress; everything the tools print goes to
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -263,7 +265,29 @@ def diff_objects(opts: BuildOptions, vmlinux: Path, changed: list[ChangedObject]
     return outputs, funcs_changed, funcs_new
 
 
+@contextlib.contextmanager
+def tree_lock(tree: Path, progress: Progress):
+    """One kpatch-build per tree at a time: two would patch and build the same files."""
+    digest = hashlib.sha256(str(tree.resolve()).encode()).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"pykpatch-tree-{digest}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            progress(f"waiting for another kpatch-build using {tree} to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def kpatch_build(opts: BuildOptions, progress: Progress) -> BuildResult:
+    with tree_lock(opts.srcdir, progress):
+        return _kpatch_build_locked(opts, progress)
+
+
+def _kpatch_build_locked(opts: BuildOptions, progress: Progress) -> BuildResult:
     opts.cachedir.mkdir(parents=True, exist_ok=True)
     log = opts.cachedir / "build.log"
     log.write_text(f"pykpatch kpatch-build {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
