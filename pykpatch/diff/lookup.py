@@ -96,6 +96,7 @@ class ParentLookup:
             elif e.defined and e.type != STT.SECTION:
                 self.globals.setdefault(e.name, i)
         self.block_of: dict[int, int] = {}  # object FILE symbol id -> table FILE index
+        self._blocks: dict[int, dict[str, list[int]]] = {}
 
     # -- FILE block matching -----------------------------------------------------
     def _table_block(self, start: int) -> list[_Entry]:
@@ -160,19 +161,28 @@ class ParentLookup:
         start = self.block_of.get(id(file_sym))
         if start is None:
             return None
-        found: int | None = None
-        for i in range(start + 1, len(self.entries)):
-            e = self.entries[i]
-            if e.type == STT.FILE:
-                break
-            if e.bind == STB.LOCAL and e.name == name:
-                if found is not None:
-                    raise LookupError_(f"duplicate local symbol {name} in {file_sym.name} of the {self.objname} symbol table")
-                found = i
-        if found is None:
+        matches = self._block_locals(start).get(name, ())
+        if len(matches) > 1:
+            raise LookupError_(f"duplicate local symbol {name} in {file_sym.name} of the {self.objname} symbol table")
+        if not matches:
             return None
+        found = matches[0]
         e = self.entries[found]
         return LookupResult(self.objname, self._sympos(found), e.value, e.size, False, False)
+
+    def _block_locals(self, start: int) -> dict[str, list[int]]:
+        """Locals of the FILE block starting at ``start``, by name (built once per block)."""
+        cached = self._blocks.get(start)
+        if cached is None:
+            cached = {}
+            for i in range(start + 1, len(self.entries)):
+                e = self.entries[i]
+                if e.type == STT.FILE:
+                    break
+                if e.bind == STB.LOCAL:
+                    cached.setdefault(e.name, []).append(i)
+            self._blocks[start] = cached
+        return cached
 
     def _sympos(self, index: int) -> int:
         """kpatch's rule, as the kernel counts (address order): see KernelSymbolTable.sympos."""
