@@ -1,0 +1,117 @@
+"""Configure the lab kernel: ``make tinyconfig`` plus a livepatch fragment.
+
+``tinyconfig`` keeps the build to minutes; the fragment (shipped in
+``pykpatch/lab/data``) adds what livepatching needs and what real distro
+kernels have.  Kconfig silently drops an option whose dependencies are not
+met, so after ``olddefconfig`` every line of the fragment is checked against
+the result: a kernel without ``CONFIG_LIVEPATCH`` would build fine and only
+fail much later, confusingly, when a patch module refuses to load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+
+from pykpatch.errors import LabConfigError, LabError
+from pykpatch.lab.cache import CONFIG_STAMP, read_stamp, write_stamp
+from pykpatch.lab.logrun import run_logged
+
+FRAGMENT_NAME = "livepatch-tiny.config"
+
+# Options whose absence makes the lab pointless; checked even when a caller
+# passes its own fragment that forgets them.
+ESSENTIAL: Mapping[str, str] = MappingProxyType({
+    "CONFIG_MODULES": "y",
+    "CONFIG_MODULE_UNLOAD": "y",
+    "CONFIG_LIVEPATCH": "y",
+    "CONFIG_DYNAMIC_FTRACE_WITH_REGS": "y",
+    "CONFIG_KALLSYMS_ALL": "y",
+    "CONFIG_SERIAL_8250_CONSOLE": "y",
+    "CONFIG_BLK_DEV_INITRD": "y",
+})
+
+_SET = re.compile(r"^(CONFIG_\w+)=(.*)$")
+_UNSET = re.compile(r"^# (CONFIG_\w+) is not set$")
+
+
+def default_fragment() -> str:
+    """The fragment shipped with pykpatch."""
+    return resources.files("pykpatch.lab").joinpath("data", FRAGMENT_NAME).read_text()
+
+
+def parse_config(text: str) -> dict[str, str]:
+    """Parse a ``.config`` or fragment into ``{option: value}``.
+
+    "is not set" becomes ``"n"``.  Later lines win, as in ``merge_config.sh``.
+    """
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        m = _SET.match(line)
+        if m:
+            values[m.group(1)] = m.group(2)
+            continue
+        m = _UNSET.match(line)
+        if m:
+            values[m.group(1)] = "n"
+    return values
+
+
+def verify_config(fragment: str, config: str) -> list[tuple[str, str, str]]:
+    """Return ``(option, wanted, got)`` for every required value that is missing.
+
+    Pure.  Every line of the fragment is required (the fragment is ours: a
+    line that cannot survive is a bug in it), plus ``ESSENTIAL``.  An option
+    absent from ``.config`` counts as ``n``, which is what Kconfig means by it.
+    """
+    wanted = dict(ESSENTIAL)
+    wanted.update(parse_config(fragment))
+    got = parse_config(config)
+    mismatches = []
+    for option, value in wanted.items():
+        actual = got.get(option, "n")
+        if actual != value:
+            mismatches.append((option, value, actual))
+    return mismatches
+
+
+def config_digest(config: str) -> str:
+    """Hash of a ``.config``'s meaningful lines (comments and order ignored)."""
+    items = sorted(parse_config(config).items())
+    return hashlib.sha256("\n".join(f"{k}={v}" for k, v in items).encode()).hexdigest()
+
+
+def configure(tree: Path, key_dir: Path, fragment: str, log: Path, jobs: int) -> Path:
+    """Give ``tree`` a verified ``.config`` built from tinyconfig + ``fragment``.
+
+    Skipped when the stamp says this exact ``.config`` was produced and
+    verified before.  Returns the path of ``.config``.
+    """
+    dotconfig = tree / ".config"
+    stamp = key_dir / CONFIG_STAMP
+    data = read_stamp(stamp)
+    if data is not None and dotconfig.is_file():
+        if data.get("digest") == config_digest(dotconfig.read_text(errors="replace")):
+            return dotconfig
+    stamp.unlink(missing_ok=True)
+
+    frag_path = key_dir / FRAGMENT_NAME
+    frag_path.write_text(fragment)
+    run_logged(["make", f"-j{jobs}", "tinyconfig"], tree, log, what="make tinyconfig")
+    merge = tree / "scripts" / "kconfig" / "merge_config.sh"
+    if not merge.is_file():
+        raise LabError(f"{merge} is missing: is {tree} a kernel tree?")
+    run_logged(["sh", str(merge), "-m", ".config", str(frag_path)], tree, log, what="merge_config.sh")
+    run_logged(["make", f"-j{jobs}", "olddefconfig"], tree, log, what="make olddefconfig")
+
+    text = dotconfig.read_text(errors="replace")
+    mismatches = verify_config(fragment, text)
+    if mismatches:
+        raise LabConfigError(mismatches, str(dotconfig))
+    write_stamp(stamp, {"digest": config_digest(text)})
+    return dotconfig

@@ -1,0 +1,1 @@
+"""Kernel lab tests (a package so its conftest does not shadow tests/conftest.py)."""

@@ -1,0 +1,93 @@
+"""Fixtures for tests that need a real kernel.
+
+``lab_kernel`` builds the tiny livepatch kernel once per session (minutes
+the first time on a machine, milliseconds afterwards: it is cached under
+``~/.cache/pykpatch/lab``).  ``lab_boot`` boots it with steps.
+
+These tests are meant to run everywhere, CI included: missing prerequisites
+make them *fail* with the apt-get line to fix it, never skip, because a
+silently skipped kernel test proves nothing.  Tests using ``lab_kernel`` are
+marked ``kernel`` automatically, so ``-m "not kernel"`` gives a quick run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from pykpatch.errors import LabError
+from pykpatch.lab import BootResult, KernelBuild, Step, boot, ensure_kernel
+
+# Whole-run limit for a normal boot in the tests: a run takes ~4 s under
+# TCG, but CI machines can be loaded; a hang still ends in bounded time.
+BOOT_TIMEOUT = 90.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "lab_kernel" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.kernel)
+
+
+@contextlib.contextmanager
+def _uncaptured(config: pytest.Config) -> Iterator[None]:
+    """Let progress reach the terminal during a minutes-long cold build."""
+    capman = config.pluginmanager.getplugin("capturemanager")
+    if capman is None:
+        yield
+        return
+    with capman.global_and_fixture_disabled():
+        yield
+
+
+@pytest.fixture(scope="session")
+def lab_kernel(pytestconfig: pytest.Config) -> KernelBuild:
+    """The cached tiny livepatch kernel (built on first use)."""
+    started = time.monotonic()
+
+    def progress(msg: str) -> None:
+        with _uncaptured(pytestconfig):
+            print(f"\n[lab {time.monotonic() - started:6.0f}s] {msg}", file=sys.stderr, end="", flush=True)
+
+    try:
+        return ensure_kernel(progress=progress)
+    except LabError as err:
+        hint = f"\nhint: {err.hint}" if err.hint else ""
+        pytest.fail(f"cannot build the lab kernel: {err.message}{hint}", pytrace=False)
+
+
+BootFn = Callable[..., BootResult]
+
+
+@pytest.fixture
+def lab_boot(lab_kernel: KernelBuild, tmp_path: Path) -> BootFn:
+    """Boot the lab kernel with steps; run files are kept in tmp_path.
+
+    Call as ``lab_boot(steps, modules=[...], timeout=..., append=...)``;
+    modules may be paths or names of modules the lab kernel built.
+    """
+    counter = itertools.count()
+
+    def run(
+        steps: Sequence[Step | str],
+        *,
+        modules: Sequence[Path | str] = (),
+        timeout: float = BOOT_TIMEOUT,
+        **kwargs: object,
+    ) -> BootResult:
+        paths = [m if isinstance(m, Path) else lab_kernel.module(m) for m in modules]
+        workdir = tmp_path / f"boot{next(counter)}"
+        try:
+            return boot(lab_kernel.bzimage, steps, modules=paths, timeout=timeout, workdir=workdir,
+                        **kwargs)  # type: ignore[arg-type]
+        except LabError as err:
+            hint = f"\nhint: {err.hint}" if err.hint else ""
+            pytest.fail(f"cannot boot the lab kernel: {err.message}{hint}", pytrace=False)
+
+    return run
