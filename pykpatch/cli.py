@@ -27,6 +27,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("diff", "pykpatch.commands.diff_cmd"),
     ("module", "pykpatch.commands.module_cmd"),
     ("build", "pykpatch.commands.kpatch_build_cmd"),
+    ("manage", "pykpatch.commands.kpatch_cmd"),
     ("lab", "pykpatch.commands.lab_cmd"),
 )
 
