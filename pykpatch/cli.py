@@ -69,6 +69,14 @@ def run_guarded(func, args, prog: str = "pykpatch") -> int:
         return EXIT_ERROR
 
 
+def standalone_main(prog: str, module, argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand module as its own command (``kpatch-build``, ``kpatch``)."""
+    parser = argparse.ArgumentParser(prog=prog, description=module.HELP)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    return run_guarded(module.run, args, prog=prog)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -82,9 +82,6 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kpatch-build`` command."""
-    from pykpatch.cli import run_guarded
+    from pykpatch.cli import standalone_main
 
-    parser = argparse.ArgumentParser(prog="kpatch-build", description=HELP)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_guarded(run, args, prog="kpatch-build")
+    return standalone_main("kpatch-build", sys.modules[__name__], argv)

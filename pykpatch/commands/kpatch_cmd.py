@@ -86,12 +86,9 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kpatch`` command."""
-    from pykpatch.cli import run_guarded
+    from pykpatch.cli import standalone_main
 
-    parser = argparse.ArgumentParser(prog="kpatch", description=HELP)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    return run_guarded(run, args, prog="kpatch")
+    return standalone_main("kpatch", sys.modules[__name__], argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
