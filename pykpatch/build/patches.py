@@ -87,8 +87,10 @@ def _run_patch(tree: Path, patch: Path, *extra: str) -> subprocess.CompletedProc
     if shutil.which("patch") is None:
         raise PatchError("the 'patch' program is needed", hint="apt-get install patch")
     forward = [] if "-R" in extra else ["--forward"]
+    # -d changes patch's directory: a relative patch path must be made absolute first.
     return subprocess.run(
-        ["patch", "-p1", *forward, "--no-backup-if-mismatch", "-r", "-", "-s", "-d", str(tree), "-i", str(patch), *extra],
+        ["patch", "-p1", *forward, "--no-backup-if-mismatch", "-r", "-", "-s", "-d", str(tree),
+         "-i", str(Path(patch).resolve()), *extra],
         capture_output=True, text=True,
     )
 

@@ -259,6 +259,9 @@ def diff_objects(opts: BuildOptions, vmlinux: Path, changed: list[ChangedObject]
             stages.progress(f"  new function: {line}")
         outputs.append(out)
     if reasons:
+        # The command prints only the message: the reasons go to stderr here, one per line.
+        for reason in reasons:
+            stages.progress(f"  unsupported: {reason}")
         raise UnsupportedChangeError(reasons, f"the patch cannot be live patched: {len(reasons)} problem(s)")
     if not outputs:
         raise NoChangeError("no changed functions were found: the patch changes nothing that can be live patched")

@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from pykpatch.errors import PykpatchError
@@ -31,6 +32,28 @@ _CC_LINE = re.compile(r"^\s*(?:\[\s*\d+\]\s*)?(CC|LD|AR|GEN|HOSTCC|AS)\b")
 
 class TreeError(PykpatchError):
     """The kernel tree cannot be built or does not match."""
+
+
+def data_dir() -> Path:
+    """pykpatch/data: kpatch-macros.h, the patch author's header."""
+    return Path(str(resources.files("pykpatch").joinpath("data")))
+
+
+def compile_env() -> dict[str, str]:
+    """make's environment: pykpatch/data on gcc's include path through CPATH.
+
+    Patches ``#include "kpatch-macros.h"``.  Not ``KCFLAGS=-I...``: kbuild
+    records every object's command line in its .cmd file and rebuilds what
+    was built with other flags, so an -I in the original build would change
+    the cache key (a full rebuild for every existing cache), and one in the
+    patched build only would make the prepare stage's objects (asm-offsets,
+    bounds) out of date.  CPATH acts as a trailing ``-I`` (also with
+    -nostdinc), is not part of any recorded command, and the tree's own
+    headers keep precedence.
+    """
+    env = dict(os.environ)
+    env["CPATH"] = os.pathsep.join(p for p in (str(data_dir()), env.get("CPATH", "")) if p)
+    return env
 
 
 @dataclass
@@ -48,7 +71,8 @@ class KernelTree:
         with open(self.log, "a") as fh:
             fh.write(f"\n$ {' '.join(cmd)}\n")
             fh.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                                    env=compile_env())
             assert proc.stdout is not None
             for line in proc.stdout:
                 fh.write(line)
