@@ -2,8 +2,9 @@
 
     check   tree, config, vmlinux release, compiler; revert leftovers of a killed run
     patches dry-run every patch in order; refuse what cannot be live patched
-    orig    the cached original build (full, in-tree, kpatch flags) -- once per
-            source + config + compiler
+    orig    a tree already built (by the distribution or the user): nothing to do,
+            originals are compiled on demand; otherwise the full original
+            build (in-tree, kpatch flags), cached per source + config + compiler
     patched apply, rebuild only the objects the patches reach, keep both
             versions, revert (always), put the original objects back
     diff    every changed object against its parent (vmlinux or its module)
@@ -172,9 +173,48 @@ class ChangedObject:
     patched: Path
 
 
+def _object_files(obj: str) -> tuple[str, str]:
+    """An object and its kbuild command file (which records the flags it was built with)."""
+    return obj, str(Path(obj).parent / f".{Path(obj).name}.cmd")
+
+
+# What kbuild regenerates before any object when the C flags change: the
+# prepare stage compiles asm-offsets/bounds/devicetable-offsets with the
+# kernel's CFLAGS (KCFLAGS included) and relinks modpost.
+PREPARE_PRODUCTS = (
+    "arch/*/kernel/asm-offsets.s", "arch/*/kernel/.asm-offsets.s.cmd", "kernel/bounds.s", "kernel/.bounds.s.cmd",
+    ".missing-syscalls.d", "scripts/mod/*", "scripts/mod/.*.cmd", "include/generated/*.h",
+    "arch/*/include/generated/asm/*.h",
+)
+
+
+def _prepare_products(root: Path) -> list[str]:
+    found: list[str] = []
+    for pattern in PREPARE_PRODUCTS:
+        found += [str(p.relative_to(root)) for p in root.glob(pattern) if p.is_file()]
+    return sorted(set(found))
+
+
+def _copy_objects(root: Path, objects: list[str], dest: Path, with_cmd: bool = True) -> None:
+    for obj in objects:
+        for rel in (_object_files(obj) if with_cmd else (obj,)):
+            src = root / rel
+            if src.exists():
+                (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / rel)
+
+
 def patched_build(opts: BuildOptions, tree: KernelTree, files: list[str], scratch: Path,
-                  stages: Stages) -> list[ChangedObject]:
-    """Apply, rebuild only what the patches reach, keep both versions, always revert."""
+                  stages: Stages, compile_originals: bool = False) -> list[ChangedObject]:
+    """Rebuild only what the patches reach, before and after patching; always revert and restore.
+
+    ``compile_originals``: the original objects are (re)compiled with kpatch's
+    flags first -- needed when the tree was built plainly (on-demand mode),
+    and a cheap safeguard otherwise (make does nothing for objects already
+    built with these flags; an object someone rebuilt since is caught).  The
+    tree's own objects, their .cmd files and the prepare stage's products are
+    put back at the end, so the tree is left as it was found.
+    """
     stages.start("patched", "patched build: applying the patches and rebuilding what they touch")
     index = ObjectIndex(opts.srcdir)
     per_file = index.objects_for(files)
@@ -187,16 +227,16 @@ def patched_build(opts: BuildOptions, tree: KernelTree, files: list[str], scratc
     objects = sorted({o for objs in per_file.values() for o in objs})
     stages.progress(f"patched build: {len(objects)} object(s) to rebuild "
                     f"({', '.join(objects[:5])}{'...' if len(objects) > 5 else ''})")
-    saved = scratch / "saved"
-    for obj in objects:
-        for rel in (obj, str(Path(obj).parent / f".{Path(obj).name}.cmd")):
-            src = opts.srcdir / rel
-            if src.exists():
-                (saved / rel).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(src, saved / rel)
+    before, saved = scratch / "before", scratch / "saved"
+    _copy_objects(opts.srcdir, objects, before)
+    prepare = _prepare_products(opts.srcdir) if compile_originals else []
+    _copy_objects(opts.srcdir, prepare, before, with_cmd=False)
     session = PatchSession(opts.srcdir, opts.patches, opts.cachedir)
     changed: list[ChangedObject] = []
     try:
+        if compile_originals:
+            tree.make(*objects, progress=stages.progress, what="original objects")
+        _copy_objects(opts.srcdir, objects, saved, with_cmd=False)
         session.apply()
         tree.make(*objects, progress=stages.progress, what="patched build")
         for obj in objects:
@@ -211,11 +251,11 @@ def patched_build(opts: BuildOptions, tree: KernelTree, files: list[str], scratc
             changed.append(ChangedObject(obj, orig, patched))
     finally:
         session.revert()
-        # The tree's objects and their .cmd files go back to the original build's.
-        for obj in objects:
-            for rel in (obj, str(Path(obj).parent / f".{Path(obj).name}.cmd")):
-                if (saved / rel).exists():
-                    shutil.copy2(saved / rel, opts.srcdir / rel)
+        # The tree's objects, their .cmd files and what the prepare stage
+        # regenerated go back to what they were.
+        for rel in [r for obj in objects for r in _object_files(obj)] + prepare:
+            if (before / rel).exists():
+                shutil.copy2(before / rel, opts.srcdir / rel)
     return changed
 
 
@@ -307,7 +347,7 @@ def _kpatch_build_locked(opts: BuildOptions, progress: Progress) -> BuildResult:
         OriginalBuild(tree, opts.cachedir, key).ensure(opts.targets or ["vmlinux", "modules"], stages.progress)
         _check_release(tree, vmlinux)
         sizes = struct_sizes(opts, key, tree)
-        changed = patched_build(opts, tree, files, scratch, stages)
+        changed = patched_build(opts, tree, files, scratch, stages, compile_originals=True)
         if not changed:
             raise NoChangeError("the patched build produced no changed objects")
         outputs, funcs_changed, funcs_new = diff_objects(opts, vmlinux, changed, sizes, scratch, stages)

@@ -130,18 +130,46 @@ class OriginalBuild:
             return False
         return data.get("key") == self.key and (self.tree.path / "Module.symvers").exists()
 
-    def ensure(self, targets: list[str], progress: Callable[[str], None]) -> bool:
-        """Build unless the stamp says this exact build is done; return True if it built."""
+    def tree_is_built(self) -> bool:
+        """A tree already built for its current .config (by anyone, with any flags).
+
+        kbuild's own record: ``include/config/auto.conf`` is regenerated from
+        ``.config`` by every build, so it being newer means the build saw this
+        configuration; ``Module.symvers`` and ``vmlinux.o`` exist only after a
+        complete build.  The objects' ``.cmd`` files then tell which objects a
+        patched file reaches.
+        """
+        root = self.tree.path
+        auto, config = root / "include/config/auto.conf", root / ".config"
+        needed = (auto, config, root / "Module.symvers", root / "vmlinux.o")
+        if not all(p.exists() for p in needed):
+            return False
+        return auto.stat().st_mtime >= config.stat().st_mtime
+
+    def ensure(self, targets: list[str], progress: Callable[[str], None]) -> str:
+        """Make the tree ready; return the mode: "cached", "on-demand" or "built".
+
+        - "cached": this exact full build with kpatch's flags was done before.
+        - "on-demand": the tree is already built (plainly, as a distribution or
+          the user built it); only the objects a patch reaches get compiled
+          with kpatch's flags, before and after patching, and the tree's own
+          objects are put back afterwards.  No full rebuild: this is what makes
+          a first run take seconds instead of a kernel build.
+        - "built": a tree never built for this config gets the full build.
+        """
         if self.is_current():
             progress("original build: cached")
-            return False
+            return "cached"
+        if self.tree_is_built():
+            progress("original build: the tree is already built; originals are compiled on demand")
+            return "on-demand"
         self.stamp.unlink(missing_ok=True)
         progress("original build: building the tree with kpatch's flags (make rebuilds only what is out of date)")
         started = time.monotonic()
         self.tree.make(*targets, progress=progress, what="original build")
         self.stamp.write_text(json.dumps({"key": self.key, "seconds": round(time.monotonic() - started, 1),
                                           "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        return True
+        return "built"
 
 
 # -- objects of source files ------------------------------------------------------
