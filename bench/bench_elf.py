@@ -21,21 +21,15 @@ from pathlib import Path
 
 from pykpatch.elf import read_elf, serialize
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import best_of  # noqa: E402
+
 DEFAULT = "unique-id-pr-1314.ORIG.o"
 
 
 def corpus_dir() -> Path:
     env = os.environ.get("PYKPATCH_CORPUS")
     return Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "x86_64"
-
-
-def best_of(runs: int, func) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = func()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def bench(path: Path, runs: int, profile: bool) -> None:

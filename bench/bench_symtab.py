@@ -24,6 +24,9 @@ from pykpatch.elf import ElfObject, Section, StringTableSection, Symbol, SymbolT
 from pykpatch.elf.constants import ET, SHF, SHN, SHT, STB, STT
 from pykpatch.symtab import KernelSymbolTable
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from benchutil import best_of  # noqa: E402
+
 BUDGET_S = 1.0
 
 
@@ -60,15 +63,6 @@ def make_vmlinux_like(path: str, nsyms: int = 150_000, locals_per_file: int = 20
         addr += 0x80
     write_elf(obj, path)
     return len(obj.symbols)
-
-
-def best_of(runs: int, func) -> tuple[float, object]:
-    best, result = float("inf"), None
-    for _ in range(runs):
-        start = time.perf_counter()
-        result = func()
-        best = min(best, time.perf_counter() - start)
-    return best, result
 
 
 def report(label: str, path: str, runs: int) -> float:
