@@ -16,7 +16,6 @@ import cProfile
 import os
 import pstats
 import sys
-import time
 from pathlib import Path
 
 from pykpatch.elf import read_elf, serialize
