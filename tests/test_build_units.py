@@ -178,3 +178,14 @@ def test_objects_for_sources_and_headers(tmp_path):
     found = index.objects_for(["fs/proc/cmdline.c", "include/linux/seq_file.h", "include/linux/other.h"])
     assert found == {"fs/proc/cmdline.c": ["fs/proc/cmdline.o"], "include/linux/seq_file.h": ["fs/proc/cmdline.o"],
                      "include/linux/other.h": []}
+
+
+def test_objects_of_other_images_are_left_alone():
+    from pykpatch.build.pipeline import split_other_images
+
+    kernel, other = split_other_images(["lib/string.o", "arch/x86/boot/compressed/string.o",
+                                        "arch/x86/purgatory/purgatory.o", "arch/x86/entry/vdso/vgetcpu.o",
+                                        "drivers/input/joydev.o"])
+    assert kernel == ["lib/string.o", "drivers/input/joydev.o"]
+    assert other == ["arch/x86/boot/compressed/string.o", "arch/x86/purgatory/purgatory.o",
+                     "arch/x86/entry/vdso/vgetcpu.o"]

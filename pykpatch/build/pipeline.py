@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import re
 import hashlib
 import json
 import os
@@ -204,6 +205,19 @@ def _copy_objects(root: Path, objects: list[str], dest: Path, with_cmd: bool = T
                 shutil.copy2(src, dest / rel)
 
 
+# Objects linked into images other than vmlinux and modules: the boot
+# decompressor, kexec's purgatory, real-mode trampolines, the vDSO.  A file
+# they share with the kernel (lib/string.c, lib/decompress_*.c...) is live
+# patched in the kernel only; those images cannot be patched at all.
+OTHER_IMAGES = re.compile(r"^(arch/[^/]+/boot/|arch/x86/purgatory/|arch/x86/realmode/|arch/[^/]+/entry/vdso/"
+                          r"|arch/[^/]+/kernel/vdso|scripts/|tools/|usr/)")
+
+
+def split_other_images(objects: list[str]) -> tuple[list[str], list[str]]:
+    kernel = [o for o in objects if not OTHER_IMAGES.match(o)]
+    return kernel, [o for o in objects if OTHER_IMAGES.match(o)]
+
+
 def patched_build(opts: BuildOptions, tree: KernelTree, files: list[str], scratch: Path,
                   stages: Stages, compile_originals: bool = False) -> list[ChangedObject]:
     """Rebuild only what the patches reach, before and after patching; always revert and restore.
@@ -224,7 +238,12 @@ def patched_build(opts: BuildOptions, tree: KernelTree, files: list[str], scratc
             "none of the patched files is compiled in this configuration: " + ", ".join(not_built),
             hint="check the config (-c) or the patch",
         )
-    objects = sorted({o for objs in per_file.values() for o in objs})
+    objects, elsewhere = split_other_images(sorted({o for objs in per_file.values() for o in objs}))
+    if elsewhere:
+        stages.progress(f"patched build: not live patchable, left alone: {', '.join(elsewhere)} "
+                        "(built into an image other than the kernel and its modules)")
+    if not objects:
+        raise PatchError("the patch only changes code of images that cannot be live patched: " + ", ".join(elsewhere))
     stages.progress(f"patched build: {len(objects)} object(s) to rebuild "
                     f"({', '.join(objects[:5])}{'...' if len(objects) > 5 else ''})")
     before, saved = scratch / "before", scratch / "saved"
