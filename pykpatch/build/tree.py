@@ -128,7 +128,14 @@ class OriginalBuild:
             data = json.loads(self.stamp.read_text())
         except (OSError, ValueError):
             return False
-        return data.get("key") == self.key and (self.tree.path / "Module.symvers").exists()
+        if data.get("key") != self.key or not (self.tree.path / "Module.symvers").exists():
+            return False
+        # Someone may have rebuilt the tree plainly since: kbuild records the flags.
+        probe = self.tree.path / "init" / ".main.o.cmd"
+        try:
+            return "-ffunction-sections" in probe.read_text(errors="replace")
+        except OSError:
+            return False
 
     def tree_is_built(self) -> bool:
         """A tree already built for its current .config (by anyone, with any flags).
