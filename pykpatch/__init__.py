@@ -7,7 +7,7 @@ Package layout (one module per job):
 - ``pykpatch.diff``    the diff engine (create-diff-object), stage by stage.
 - ``pykpatch.klp``     post-link conversion to the kernel's livepatch ELF format.
 - ``pykpatch.module``  livepatch module generation with the kernel's kbuild.
-- ``pykpatch.build``   kpatch-build: patches, in-tree builds with a cache, the pipeline.
+- ``pykpatch.kpatch_build``   kpatch-build: patches, in-tree builds with a cache, the pipeline.
 - ``pykpatch.lab``     a real kernel built and booted under QEMU, for tests and trials.
 - ``pykpatch.errors``  typed exceptions; the CLI maps them to exit codes.
 - ``pykpatch.cli``     the ``pykpatch`` command and its subcommands.

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pykpatch.build.patches import (
+from pykpatch.kpatch_build.patches import (
     STATE_FILE,
     PatchError,
     PatchSession,
@@ -17,7 +17,7 @@ from pykpatch.build.patches import (
     recover_leftover,
     touched_files,
 )
-from pykpatch.build.tree import ObjectIndex, parse_cmd_file
+from pykpatch.kpatch_build.tree import ObjectIndex, parse_cmd_file
 
 ORIGINAL = "int f(void)\n{\n\treturn 1;\n}\n"
 PATCHED = "int f(void)\n{\n\treturn 2;\n}\n"
@@ -181,7 +181,7 @@ def test_objects_for_sources_and_headers(tmp_path):
 
 
 def test_objects_of_other_images_are_left_alone():
-    from pykpatch.build.pipeline import split_other_images
+    from pykpatch.kpatch_build.pipeline import split_other_images
 
     kernel, other = split_other_images(["lib/string.o", "arch/x86/boot/compressed/string.o",
                                         "arch/x86/purgatory/purgatory.o", "arch/x86/entry/vdso/vgetcpu.o",

@@ -1,4 +1,4 @@
-"""Facts about the target kernel (pykpatch.build.kernelinfo), without a real kernel.
+"""Facts about the target kernel (pykpatch.kpatch_build.kernelinfo), without a real kernel.
 
 vmlinux files are synthetic ELF files made with the pykpatch.elf model and
 writer; compilers are shell scripts that print a --version line; kernel
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pykpatch.build import kernelinfo
-from pykpatch.build.kernelinfo import (
+from pykpatch.kpatch_build import kernelinfo
+from pykpatch.kpatch_build.kernelinfo import (
     STRUCT_SIZE_KEYS,
     check_compiler,
     compiler_from_comment,

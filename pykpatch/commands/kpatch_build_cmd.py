@@ -45,7 +45,7 @@ def _on_sigterm(signum, frame):  # pragma: no cover - exercised by the integrati
 
 
 def run(args: argparse.Namespace) -> int:
-    from pykpatch.build.pipeline import BuildOptions, kpatch_build
+    from pykpatch.kpatch_build.pipeline import BuildOptions, kpatch_build
     from pykpatch.errors import UsageError
 
     if not args.sourcedir:

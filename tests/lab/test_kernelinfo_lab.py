@@ -1,4 +1,4 @@
-"""pykpatch.build.kernelinfo against the real lab kernel (Debian 6.1, gcc 12).
+"""pykpatch.kpatch_build.kernelinfo against the real lab kernel (Debian 6.1, gcc 12).
 
 The struct sizes found by compiling a probe against the tree are checked
 against two independent witnesses: the DWARF of vmlinux (what kpatch-build
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from pykpatch.build import kernelinfo
-from pykpatch.build.kernelinfo import (
+from pykpatch.kpatch_build import kernelinfo
+from pykpatch.kpatch_build.kernelinfo import (
     check_compiler,
     compiler_of,
     compiler_of_vmlinux,

@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from pykpatch.build.pipeline import PREPARE_PRODUCTS, _prepare_products, tree_lock
-from pykpatch.build.tree import KPATCH_CFLAGS
+from pykpatch.kpatch_build.pipeline import PREPARE_PRODUCTS, _prepare_products, tree_lock
+from pykpatch.kpatch_build.tree import KPATCH_CFLAGS
 from pykpatch.lab import insmod, read, rmmod, wait_for, wait_until_gone, write
 
 PATCH = Path(__file__).resolve().parents[1] / "integration" / "patches" / "01-cmdline-string.patch"

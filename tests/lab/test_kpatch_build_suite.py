@@ -170,9 +170,9 @@ def warm_original_build(kernel, progress: Callable[[str], None]) -> None:
     A first run on a fresh machine builds here (minutes), so the manifest is
     taken of the tree as every scenario will find it.
     """
-    from pykpatch.build import kernelinfo
-    from pykpatch.build.pipeline import BuildOptions, Stages, check_inputs
-    from pykpatch.build.tree import KernelTree, OriginalBuild, build_key
+    from pykpatch.kpatch_build import kernelinfo
+    from pykpatch.kpatch_build.pipeline import BuildOptions, Stages, check_inputs
+    from pykpatch.kpatch_build.tree import KernelTree, OriginalBuild, build_key
 
     CACHEDIR.mkdir(parents=True, exist_ok=True)
     jobs = max(1, len(os.sched_getaffinity(0)))
@@ -193,7 +193,7 @@ class Suite:
 
     def manifest(self) -> TreeManifest:
         """The inventory, taken under kpatch-build's tree lock (no run has its patches applied)."""
-        from pykpatch.build.pipeline import tree_lock
+        from pykpatch.kpatch_build.pipeline import tree_lock
 
         with tree_lock(self.kb.tree, self.progress):
             return self.kb.manifest()
@@ -201,7 +201,7 @@ class Suite:
 
 @pytest.fixture(scope="module")
 def suite(lab_kernel, tmp_path_factory, pytestconfig) -> Suite:
-    from pykpatch.build.pipeline import tree_lock
+    from pykpatch.kpatch_build.pipeline import tree_lock
 
     def progress(msg: str) -> None:
         capman = pytestconfig.pluginmanager.getplugin("capturemanager")
@@ -527,7 +527,7 @@ def test_tree_is_unchanged_after_the_suite(suite: Suite):
 
 def test_kpatch_macros_reach_compiles_without_changing_kcflags(tmp_path):
     """kpatch-macros.h is found through CPATH (even with -nostdinc); KCFLAGS, part of the cache key, is untouched."""
-    from pykpatch.build.tree import KPATCH_CFLAGS, compile_env, data_dir
+    from pykpatch.kpatch_build.tree import KPATCH_CFLAGS, compile_env, data_dir
 
     assert KPATCH_CFLAGS == "-ffunction-sections -fdata-sections"
     src = tmp_path / "t.c"
@@ -540,7 +540,7 @@ def test_kpatch_macros_reach_compiles_without_changing_kcflags(tmp_path):
 
 def test_relative_patch_paths_apply(tmp_path, monkeypatch):
     """kpatch-build fix.patch: patch runs with -d TREE, so a relative path must not be read from TREE."""
-    from pykpatch.build.patches import PatchSession
+    from pykpatch.kpatch_build.patches import PatchSession
 
     tree = tmp_path / "tree"
     (tree / "d").mkdir(parents=True)

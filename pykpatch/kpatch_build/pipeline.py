@@ -29,9 +29,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pykpatch.build import kernelinfo
-from pykpatch.build.patches import PatchError, PatchSession, recover_leftover
-from pykpatch.build.tree import (
+from pykpatch.kpatch_build import kernelinfo
+from pykpatch.kpatch_build.patches import PatchError, PatchSession, recover_leftover
+from pykpatch.kpatch_build.tree import (
     KernelTree,
     ObjectIndex,
     OriginalBuild,
