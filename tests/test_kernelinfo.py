@@ -1,4 +1,4 @@
-"""Facts about the target kernel (pykpatch.kpatch_build.kernelinfo), without a real kernel.
+"""Facts about the target kernel (pykpatch.kbuild, kpatch_build.struct_sizes), without a real kernel.
 
 vmlinux files are synthetic ELF files made with the pykpatch.elf model and
 writer; compilers are shell scripts that print a --version line; kernel
@@ -17,21 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from pykpatch.kpatch_build import kernelinfo
-from pykpatch.kpatch_build.kernelinfo import (
-    STRUCT_SIZE_KEYS,
-    check_compiler,
-    compiler_from_comment,
-    compiler_from_version_line,
-    compiler_of,
-    compiler_of_vmlinux,
-    config_value,
-    kernel_release_from_tree,
-    kernel_release_from_vmlinux,
-    probe_struct_sizes,
-    read_config,
-    release_from_banner,
-)
+from pykpatch.kbuild.compiler import check_compiler, compiler_from_comment, compiler_from_version_line, compiler_of, compiler_of_vmlinux
+from pykpatch.kbuild.config import config_value, read_config
+from pykpatch.kbuild.release import kernel_release_from_tree, kernel_release_from_vmlinux, release_from_banner
+from pykpatch.kpatch_build import struct_sizes as kernelinfo
+from pykpatch.kpatch_build.struct_sizes import STRUCT_SIZE_KEYS, probe_struct_sizes
 from pykpatch.elf import ElfObject, Section, StringTableSection, write_elf
 from pykpatch.elf.constants import EM, ET, SHF, SHT, ElfClass, ElfData
 from pykpatch.errors import (

@@ -1,185 +1,16 @@
-"""The kernel source tree: in-place builds, the cached original build, objects of a source file.
+"""Which objects a source file ends up in, and which module each object belongs to.
 
-Both passes build *in the tree* with ``-ffunction-sections -fdata-sections``
-(never ``O=``): in-tree, ``__FILE__`` is a relative path, so the objects
-match the distribution's own build and their local symbols can be matched
-to the running vmlinux.  The original build is done once and recorded in
-a stamp keyed by everything that changes its output; the stamp is written
-last and removed before any rebuild, so a half-finished build is never
-taken for a finished one.
+kbuild records, for every object it built, the command and the dependency
+list in ``DIR/.OBJ.cmd`` (scripts/basic/fixdep.c); ``*.mod`` files list the
+objects of each module.  These are the tree's own answers to "what does a
+patch to this file reach?" and "is this object in vmlinux or in a module?".
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import re
-import subprocess
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
-
-from pykpatch.errors import PykpatchError
-
-KPATCH_CFLAGS = "-ffunction-sections -fdata-sections"
-STAMP_FORMAT = 1  # bump when what the stamp promises changes
-STAMP_FILE = "original-build.json"
-_CC_LINE = re.compile(r"^\s*(?:\[\s*\d+\]\s*)?(CC|LD|AR|GEN|HOSTCC|AS)\b")
-
-
-class TreeError(PykpatchError):
-    """The kernel tree cannot be built or does not match."""
-
-
-def data_dir() -> Path:
-    """pykpatch/data: kpatch-macros.h, the patch author's header."""
-    return Path(str(resources.files("pykpatch").joinpath("data")))
-
-
-def compile_env() -> dict[str, str]:
-    """make's environment: pykpatch/data on gcc's include path through CPATH.
-
-    Patches ``#include "kpatch-macros.h"``.  Not ``KCFLAGS=-I...``: kbuild
-    records every object's command line in its .cmd file and rebuilds what
-    was built with other flags, so an -I in the original build would change
-    the cache key (a full rebuild for every existing cache), and one in the
-    patched build only would make the prepare stage's objects (asm-offsets,
-    bounds) out of date.  CPATH acts as a trailing ``-I`` (also with
-    -nostdinc), is not part of any recorded command, and the tree's own
-    headers keep precedence.
-    """
-    env = dict(os.environ)
-    env["CPATH"] = os.pathsep.join(p for p in (str(data_dir()), env.get("CPATH", "")) if p)
-    return env
-
-
-@dataclass
-class KernelTree:
-    path: Path
-    log: Path
-    jobs: int = 1
-
-    def make(self, *targets: str, kcflags: str = KPATCH_CFLAGS, progress: Callable[[str], None] | None = None,
-             what: str = "build") -> None:
-        """Run make in the tree (never O=); output to the log, progress counts compiled files."""
-        cmd = ["make", "-C", str(self.path), f"-j{self.jobs}", f"KCFLAGS={kcflags}", *targets]
-        done = 0
-        last = 0.0
-        with open(self.log, "a") as fh:
-            fh.write(f"\n$ {' '.join(cmd)}\n")
-            fh.flush()
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                                    env=compile_env())
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                fh.write(line)
-                if _CC_LINE.match(line):
-                    done += 1
-                    now = time.monotonic()
-                    if progress and now - last > 2:
-                        last = now
-                        progress(f"{what}: {done} files compiled")
-            rc = proc.wait()
-        if rc != 0:
-            raise TreeError(f"{what} failed (make exit {rc}); see {self.log}")
-        if progress:
-            progress(f"{what}: done, {done} files compiled")
-
-    # -- what the tree is ------------------------------------------------------
-    def kernelrelease(self) -> str:
-        release = self.path / "include/config/kernel.release"
-        if release.exists():
-            return release.read_text().strip()
-        proc = subprocess.run(["make", "-s", "-C", str(self.path), "kernelrelease"], capture_output=True, text=True)
-        return proc.stdout.strip()
-
-    def source_version(self) -> str:
-        """What identifies the sources: the Makefile's version and, if present, the Debian version file."""
-        parts = []
-        for name in ("Makefile", "debian/changelog", ".scmversion", "localversion"):
-            p = self.path / name
-            if p.exists():
-                parts.append(hashlib.sha256(p.read_bytes()[:65536]).hexdigest()[:16])
-        return "-".join(parts)
-
-
-def build_key(tree: KernelTree, config_text: str, compiler: str) -> str:
-    h = hashlib.sha256()
-    for part in (str(STAMP_FORMAT), str(tree.path.resolve()), config_text, compiler, KPATCH_CFLAGS,
-                 tree.source_version()):
-        h.update(part.encode())
-        h.update(b"\0")
-    return h.hexdigest()
-
-
-class OriginalBuild:
-    """The cached original (unpatched) build of the tree with kpatch's flags."""
-
-    def __init__(self, tree: KernelTree, cachedir: Path, key: str) -> None:
-        self.tree = tree
-        self.stamp = cachedir / STAMP_FILE
-        self.key = key
-
-    def is_current(self) -> bool:
-        try:
-            data = json.loads(self.stamp.read_text())
-        except (OSError, ValueError):
-            return False
-        if data.get("key") != self.key or not (self.tree.path / "Module.symvers").exists():
-            return False
-        # Someone may have rebuilt the tree plainly since: kbuild records the flags.
-        probe = self.tree.path / "init" / ".main.o.cmd"
-        try:
-            return "-ffunction-sections" in probe.read_text(errors="replace")
-        except OSError:
-            return False
-
-    def tree_is_built(self) -> bool:
-        """A tree already built for its current .config (by anyone, with any flags).
-
-        kbuild's own record: ``include/config/auto.conf`` is regenerated from
-        ``.config`` by every build, so it being newer means the build saw this
-        configuration; ``Module.symvers`` and ``vmlinux.o`` exist only after a
-        complete build.  The objects' ``.cmd`` files then tell which objects a
-        patched file reaches.
-        """
-        root = self.tree.path
-        auto, config = root / "include/config/auto.conf", root / ".config"
-        needed = (auto, config, root / "Module.symvers", root / "vmlinux.o")
-        if not all(p.exists() for p in needed):
-            return False
-        return auto.stat().st_mtime >= config.stat().st_mtime
-
-    def ensure(self, targets: list[str], progress: Callable[[str], None]) -> str:
-        """Make the tree ready; return the mode: "cached", "on-demand" or "built".
-
-        - "cached": this exact full build with kpatch's flags was done before.
-        - "on-demand": the tree is already built (plainly, as a distribution or
-          the user built it); only the objects a patch reaches get compiled
-          with kpatch's flags, before and after patching, and the tree's own
-          objects are put back afterwards.  No full rebuild: this is what makes
-          a first run take seconds instead of a kernel build.
-        - "built": a tree never built for this config gets the full build.
-        """
-        if self.is_current():
-            progress("original build: cached")
-            return "cached"
-        if self.tree_is_built():
-            progress("original build: the tree is already built; originals are compiled on demand")
-            return "on-demand"
-        self.stamp.unlink(missing_ok=True)
-        progress("original build: building the tree with kpatch's flags (make rebuilds only what is out of date)")
-        started = time.monotonic()
-        self.tree.make(*targets, progress=progress, what="original build")
-        self.stamp.write_text(json.dumps({"key": self.key, "seconds": round(time.monotonic() - started, 1),
-                                          "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-        return "built"
-
-
-# -- objects of source files ------------------------------------------------------
 
 _SOURCE = re.compile(r"^source_(\S+) := (\S+)")
 
@@ -296,3 +127,23 @@ def module_file(tree: Path, obj_rel: str, module: str) -> Path | None:
         if ko.stem.replace("-", "_") == module:
             return ko
     return None
+
+
+def object_files(obj: str) -> tuple[str, str, str]:
+    """An object and what kbuild keeps beside it: its command file and the compiler's dependency file."""
+    p = Path(obj)
+    return obj, str(p.parent / f".{p.name}.cmd"), str(p.parent / f".{p.name}.d")
+
+
+# Objects linked into images other than vmlinux and modules: the boot
+# decompressor, kexec's purgatory, real-mode trampolines, the vDSO.  A file
+# they share with the kernel (lib/string.c, lib/decompress_*.c...) is live
+# patched in the kernel only; those images cannot be patched at all.
+OTHER_IMAGES = re.compile(r"^(arch/[^/]+/boot/|arch/x86/purgatory/|arch/x86/realmode/|arch/[^/]+/entry/vdso/"
+                          r"|arch/[^/]+/kernel/vdso|scripts/|tools/|usr/)")
+
+
+def split_other_images(objects: list[str]) -> tuple[list[str], list[str]]:
+    """(objects of the kernel and its modules, objects of other images)."""
+    kernel = [o for o in objects if not OTHER_IMAGES.match(o)]
+    return kernel, [o for o in objects if OTHER_IMAGES.match(o)]

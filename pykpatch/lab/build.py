@@ -16,7 +16,6 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -40,7 +39,7 @@ from pykpatch.lab.cache import (
     write_stamp,
 )
 from pykpatch.lab.config import configure, default_fragment
-from pykpatch.lab.logrun import run_logged
+from pykpatch.lab.logrun import lab_make
 from pykpatch.lab.prereqs import missing_for_build, require
 from pykpatch.lab.source import KernelSource, find_source, unpack
 
@@ -59,15 +58,7 @@ SNAPSHOT_FILES: Mapping[str, str] = MappingProxyType({
     "modules.order": "modules.order",
 })
 
-# Environment variables that would redirect or alter a kbuild run; the lab's
-# build must be plain and in-tree whatever the caller's shell exports.
-_KBUILD_ENV_DROP = ("KBUILD_OUTPUT", "O", "ARCH", "CROSS_COMPILE", "KCFLAGS", "KAFLAGS", "KCPPFLAGS", "CC", "LLVM")
 
-# A compiler line of kbuild's short output: "  CC      kernel/fork.o" or
-# "  CC [M]  samples/livepatch/livepatch-sample.o".
-_CC_LINE = re.compile(r"^\s+CC(?: \[M\])?\s+\S")
-
-PROGRESS_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -244,10 +235,7 @@ def _build_locked(
     configure(tree, key_dir, fragment, log, jobs)
 
     say(f"build: make -j{jobs} {' '.join(TARGETS)} (log: {log})")
-    counter = _BuildProgress(say, time.monotonic())
-    env = {k: v for k, v in os.environ.items() if k not in _KBUILD_ENV_DROP}
-    run_logged(["make", f"-j{jobs}", *TARGETS], tree, log, on_line=counter.line, env=env, what="kernel build")
-    say(f"build: done, {counter.cc} CC lines in {time.monotonic() - counter.started:.0f} s")
+    lab_make(tree, TARGETS, log, "kernel build", jobs, say)
 
     say("snapshot: copying bootable artifacts")
     modules = _snapshot(tree, key_dir)
@@ -271,24 +259,6 @@ def _build_locked(
     if built is None:  # pragma: no cover - we just wrote it
         raise LabError(f"lab build in {key_dir} finished but its snapshot is incomplete")
     return dataclasses.replace(built, reused=False)
-
-
-class _BuildProgress:
-    """Turns kbuild's output lines into an occasional progress message."""
-
-    def __init__(self, say: Progress, started: float) -> None:
-        self.say = say
-        self.started = started
-        self.cc = 0
-        self.last = started
-
-    def line(self, text: str) -> None:
-        if _CC_LINE.match(text):
-            self.cc += 1
-        now = time.monotonic()
-        if now - self.last >= PROGRESS_INTERVAL:
-            self.last = now
-            self.say(f"build: {self.cc} CC lines, {now - self.started:.0f} s")
 
 
 def _snapshot(tree: Path, key_dir: Path) -> list[Path]:

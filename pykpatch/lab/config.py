@@ -19,7 +19,7 @@ from types import MappingProxyType
 
 from pykpatch.errors import LabConfigError, LabError
 from pykpatch.lab.cache import CONFIG_STAMP, read_stamp, write_stamp
-from pykpatch.lab.logrun import run_logged
+from pykpatch.lab.logrun import lab_make, run_logged
 
 FRAGMENT_NAME = "livepatch-tiny.config"
 
@@ -102,12 +102,12 @@ def configure(tree: Path, key_dir: Path, fragment: str, log: Path, jobs: int) ->
 
     frag_path = key_dir / FRAGMENT_NAME
     frag_path.write_text(fragment)
-    run_logged(["make", f"-j{jobs}", "tinyconfig"], tree, log, what="make tinyconfig")
+    lab_make(tree, ["tinyconfig"], log, "make tinyconfig", jobs)
     merge = tree / "scripts" / "kconfig" / "merge_config.sh"
     if not merge.is_file():
         raise LabError(f"{merge} is missing: is {tree} a kernel tree?")
     run_logged(["sh", str(merge), "-m", ".config", str(frag_path)], tree, log, what="merge_config.sh")
-    run_logged(["make", f"-j{jobs}", "olddefconfig"], tree, log, what="make olddefconfig")
+    lab_make(tree, ["olddefconfig"], log, "make olddefconfig", jobs)
 
     text = dotconfig.read_text(errors="replace")
     mismatches = verify_config(fragment, text)

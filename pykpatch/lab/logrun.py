@@ -8,14 +8,24 @@ lines that explain the failure.  This module gives both.
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from pykpatch.errors import LabError
+from pykpatch.errors import KbuildError, LabError
+from pykpatch.kbuild.make import run_make
 
 # Lines kept from the end of a failing command for the error message.
 TAIL_LINES = 25
+PROGRESS_INTERVAL = 10.0
+
+# Beyond what the kbuild runner always removes (O, KBUILD_OUTPUT, KCFLAGS...):
+# the lab builds its own x86_64 kernel with the host compiler, whatever the
+# caller's shell exports.
+LAB_ENV_DROP = ("ARCH", "CROSS_COMPILE", "CC", "LLVM")
+
+Progress = Callable[[str], None]
 
 
 def run_logged(
@@ -82,3 +92,25 @@ def _explain(tail: list[str]) -> str:
         if line.strip():
             return line.strip()
     return "the command printed nothing"
+
+
+def lab_make(tree: Path, targets: tuple[str, ...] | list[str], log: Path, what: str, jobs: int,
+             say: Progress | None = None) -> None:
+    """make in the lab tree through the one kbuild runner; the lab's kernel ignores the user's ARCH/CC."""
+    try:
+        run_make(tree, list(targets), log=log, what=what, jobs=jobs, also_drop=LAB_ENV_DROP,
+                 progress=_every(PROGRESS_INTERVAL, say) if say else None)
+    except KbuildError as err:
+        raise LabError(err.message, hint=err.hint) from None
+
+
+def _every(seconds: float, say: Progress) -> Progress:
+    """A progress callback that passes on at most one message per ``seconds`` (a kernel build is long)."""
+    last = [0.0]
+
+    def throttled(message: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= seconds or "done" in message:
+            last[0] = now
+            say(message)
+    return throttled

@@ -1,4 +1,4 @@
-"""pykpatch.kpatch_build.kernelinfo against the real lab kernel (Debian 6.1, gcc 12).
+"""pykpatch.kbuild (release, compiler, config) and kpatch_build.struct_sizes against the real lab kernel (Debian 6.1, gcc 12).
 
 The struct sizes found by compiling a probe against the tree are checked
 against two independent witnesses: the DWARF of vmlinux (what kpatch-build
@@ -16,17 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from pykpatch.kpatch_build import kernelinfo
-from pykpatch.kpatch_build.kernelinfo import (
-    check_compiler,
-    compiler_of,
-    compiler_of_vmlinux,
-    config_value,
-    kernel_release_from_tree,
-    kernel_release_from_vmlinux,
-    probe_struct_sizes,
-    read_config,
-)
+from pykpatch.elf.headers import ElfHeaders
+from pykpatch.kbuild.compiler import check_compiler, compiler_of, compiler_of_vmlinux
+from pykpatch.kbuild.config import config_value, read_config
+from pykpatch.kbuild.release import kernel_release_from_tree, kernel_release_from_vmlinux
+from pykpatch.kpatch_build import struct_sizes as kernelinfo
+from pykpatch.kpatch_build.struct_sizes import probe_struct_sizes
 from pykpatch.elf.constants import SHT
 from pykpatch.errors import KernelInfoError
 from pykpatch.lab import KernelBuild
@@ -179,8 +174,8 @@ def test_probe_agrees_with_dwarf(lab_kernel: KernelBuild, probed):
 
 def test_probe_agrees_with_special_sections(lab_kernel: KernelBuild, probed):
     sizes, _ = probed
-    with open(lab_kernel.vmlinux, "rb") as fh:
-        headers = {h.name: h for h in kernelinfo._section_headers(fh, str(lab_kernel.vmlinux))}
+    with ElfHeaders(lab_kernel.vmlinux) as elf:
+        headers = {h.name: h for h in elf.sections}
     for key, section in SECTION_OF_KEY.items():
         header = headers[section]
         assert header.type == SHT.PROGBITS and header.size > 0, section

@@ -507,11 +507,15 @@ def test_run_logged_failure_names_log_and_error_line(tmp_path):
     assert "kernel/a.c:1:2: error: oops" in log.read_text()
 
 
-def test_build_progress_counts_compiler_lines(monkeypatch):
+def test_lab_progress_is_throttled(monkeypatch):
+    from pykpatch.lab import logrun
+
     said: list[str] = []
-    clock = iter([1.0, 2.0, 20.0])
-    monkeypatch.setattr(build_mod.time, "monotonic", lambda: next(clock))
-    prog = build_mod._BuildProgress(said.append, 0.0)
-    for line in ("  CC      kernel/fork.o", "  CC [M]  samples/livepatch/livepatch-sample.o", "  LD      vmlinux"):
-        prog.line(line)
-    assert prog.cc == 2 and said == ["build: 2 CC lines, 20 s"]
+    clock = iter([20.0, 21.0, 40.0, 41.0])
+    monkeypatch.setattr(logrun.time, "monotonic", lambda: next(clock))
+    say = logrun._every(10.0, said.append)
+    for msg in ("kernel build: 1 files compiled", "kernel build: 2 files compiled",
+                "kernel build: 3 files compiled", "kernel build: done, 4 files compiled in 3.0 s"):
+        say(msg)
+    assert said == ["kernel build: 1 files compiled", "kernel build: 3 files compiled",
+                    "kernel build: done, 4 files compiled in 3.0 s"]

@@ -1,0 +1,112 @@
+"""A kernel source tree as kbuild builds it in place: compiles, identity, and what make rewrites.
+
+Both kpatch-build passes build *in the tree* with ``-ffunction-sections
+-fdata-sections`` (never ``O=``): in-tree, ``__FILE__`` is a relative path,
+so the objects match the distribution's own build and their local symbols
+can be matched to the running vmlinux.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from pykpatch.kbuild.make import MakeRun, Progress, run_make
+from pykpatch.kbuild.release import kernel_release_from_tree
+
+KPATCH_CFLAGS = "-ffunction-sections -fdata-sections"
+
+
+def data_dir() -> Path:
+    """pykpatch/data: kpatch-macros.h, the patch author's header."""
+    return Path(str(resources.files("pykpatch").joinpath("data")))
+
+
+def patch_author_env() -> dict[str, str]:
+    """pykpatch/data on gcc's include path through CPATH, for ``#include "kpatch-macros.h"``.
+
+    Not ``KCFLAGS=-I...``: kbuild records every object's command line in its
+    .cmd file and rebuilds what was built with other flags, so an -I in the
+    original build would change the cache key (a full rebuild for every
+    existing cache), and one in the patched build only would make the
+    prepare stage's objects (asm-offsets, bounds) out of date.  CPATH acts
+    as a trailing ``-I`` (also with -nostdinc), is not part of any recorded
+    command, and the tree's own headers keep precedence.
+    """
+    cpath = os.environ.get("CPATH", "")
+    return {"CPATH": os.pathsep.join(p for p in (str(data_dir()), cpath) if p)}
+
+
+@dataclass
+class KernelTree:
+    path: Path
+    log: Path
+    jobs: int = 1
+
+    def make(self, *targets: str, kcflags: str = KPATCH_CFLAGS, progress: Progress | None = None,
+             what: str = "build", on_start: Callable[[int], None] | None = None) -> MakeRun:
+        """Build targets in the tree (never O=) with ``KCFLAGS``; output to the log."""
+        return run_make(self.path, targets, log=self.log, what=what, jobs=self.jobs,
+                        variables={"KCFLAGS": kcflags}, extra_env=patch_author_env(), progress=progress,
+                        on_start=on_start)
+
+    def kernelrelease(self) -> str:
+        return kernel_release_from_tree(self.path)
+
+    def source_version(self) -> str:
+        """What identifies the sources: the Makefile's version and, if present, the Debian version file."""
+        parts = []
+        for name in ("Makefile", "debian/changelog", ".scmversion", "localversion"):
+            p = self.path / name
+            if p.exists():
+                parts.append(hashlib.sha256(p.read_bytes()[:65536]).hexdigest()[:16])
+        return "-".join(parts)
+
+    def arch_dirs(self) -> list[str]:
+        return sorted(p.name for p in (self.path / "arch").iterdir() if p.is_dir()) if (self.path / "arch").is_dir() else []
+
+
+# What make may rewrite besides the objects it is asked for, when the C flags
+# change (measured on 6.1: asm-offsets, bounds, the syscall check and modpost
+# are rebuilt with the new KCFLAGS) or the tree was moved (host tools whose
+# .cmd files hold absolute paths are rebuilt: objtool).  Each is a directory
+# (everything below it) or a glob, relative to the tree.
+BUILD_STATE_DIRS = ("scripts", "tools/objtool", "tools/bpf/resolve_btfids", "include/generated", "include/config")
+BUILD_STATE_GLOBS = (
+    "arch/*/include/generated/**/*", "arch/*/kernel/asm-offsets*", "arch/*/kernel/.asm-offsets*",
+    "kernel/bounds.s", "kernel/.bounds.s.cmd", ".missing-syscalls.d", ".tmp_*", ".version",
+)
+
+
+def build_state_files(tree: Path) -> list[str]:
+    """Existing files make may rewrite outside the objects asked for (see BUILD_STATE_*)."""
+    found: set[str] = set()
+    for d in BUILD_STATE_DIRS:
+        found.update(_files_below(tree, d))
+    for pattern in BUILD_STATE_GLOBS:
+        found.update(str(p.relative_to(tree)) for p in tree.glob(pattern) if p.is_file() and not p.is_symlink())
+    return sorted(found)
+
+
+def build_state_dirs(tree: Path) -> list[str]:
+    """Directories where make may create files besides the objects' own (removed again afterwards)."""
+    dirs = {"."}
+    for d in BUILD_STATE_DIRS:
+        dirs.update(os.path.relpath(dp, tree) for dp, _dn, _fn in os.walk(tree / d))
+    for p in tree.glob("arch/*/include/generated"):
+        dirs.update(os.path.relpath(dp, tree) for dp, _dn, _fn in os.walk(p))
+    dirs.update(str(p.relative_to(tree)) for p in tree.glob("arch/*/kernel"))
+    dirs.add("kernel")
+    return sorted(dirs)
+
+
+def _files_below(tree: Path, rel: str) -> Iterator[str]:
+    for dirpath, _dirnames, filenames in os.walk(tree / rel):
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if not os.path.islink(full):
+                yield os.path.relpath(full, tree)
