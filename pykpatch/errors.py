@@ -65,8 +65,8 @@ class UnsupportedChangeError(PykpatchError):
 
     exit_code = EXIT_UNSUPPORTED
 
-    def __init__(self, reasons: list[str], message: str | None = None) -> None:
-        super().__init__(message or f"{len(reasons)} unsupported change(s)")
+    def __init__(self, reasons: list[str], message: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message or f"{len(reasons)} unsupported change(s)", hint=hint)
         self.reasons = list(reasons)
 
 
@@ -143,3 +143,23 @@ class KernelMismatchError(PykpatchError):
         super().__init__(message, hint=hint)
         self.kernel = kernel
         self.local = local
+
+
+class KbuildError(PykpatchError):
+    """A make run in a kernel tree failed, hung, or could not be started (the message names the log)."""
+
+
+class TreeError(PykpatchError):
+    """The kernel tree cannot be built, does not match the target kernel, or cannot be put back."""
+
+
+class PatchError(PykpatchError):
+    """A patch file is unreadable, touches something it must not, or does not apply."""
+
+
+class CacheError(PykpatchError):
+    """pykpatch's cache directory cannot be used safely (another owner, wrong permissions, unwritable)."""
+
+
+class ModuleBuildError(PykpatchError):
+    """The livepatch module could not be built, converted or signed (kbuild failed, a key is unusable)."""

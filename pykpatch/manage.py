@@ -22,7 +22,7 @@ from pathlib import Path
 from pykpatch.diff.output import FUNC_RECORD, FUNCS_SECTION
 from pykpatch.elf.reader import read_elf
 from pykpatch.errors import PykpatchError
-from pykpatch.klp import KLP_RELA_PREFIX, KLP_SYM_PREFIX
+from pykpatch.kpatch_build.klp import KLP_RELA_PREFIX, KLP_SYM_PREFIX
 
 SYSFS_LIVEPATCH = Path("/sys/kernel/livepatch")
 INSTALL_ROOT = Path("/var/lib/kpatch")

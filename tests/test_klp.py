@@ -1,4 +1,4 @@
-"""klp conversion (pykpatch.klp) and module naming, without a kernel."""
+"""klp conversion (pykpatch.kpatch_build.klp) and module naming, without a kernel."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from conftest import load_cases
 from pykpatch.elf import read_elf, write_elf
 from pykpatch.elf.constants import SHF, SHN
-from pykpatch.klp import convert_to_klp, klp_summary, read_klp_relocations
-from pykpatch.module import ModuleBuildError, sanitize_name
+from pykpatch.kpatch_build.klp import convert_to_klp, klp_summary, read_klp_relocations
+from pykpatch.kpatch_build.kmod import ModuleBuildError, sanitize_name
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_livepatch_relocations_become_klp_sections(diff_output, tmp_path):
 @pytest.mark.parametrize("given,expected", [
     ("fix", "livepatch-fix"),
     ("livepatch-fix", "livepatch-fix"),
-    ("CVE-2024.1234 fix.patch", "livepatch-CVE-2024_1234_fix"),
+    ("CVE-2024.1234 fix", "livepatch-CVE-2024-1234-fix"),
     ("x" * 100, "livepatch-" + "x" * 45),
 ])
 def test_module_names_are_sanitized(given, expected):

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import os
 
-from pykpatch.module import build_module
+from pykpatch.kpatch_build.kmod import build_module
 
 HELP = "build livepatch-NAME.ko from diff outputs with the kernel tree's kbuild"
 
@@ -17,16 +16,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--output", help="output .ko (default: ./livepatch-NAME.ko)")
     parser.add_argument("-R", "--non-replace", action="store_true",
                         help="stack on loaded patches instead of replacing them (atomic replace is the default)")
-    parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs (default: one per CPU)")
     parser.add_argument("--keep", metavar="DIR", help="build in DIR and keep it (for debugging)")
 
 
 def run(args: argparse.Namespace) -> int:
-    from pykpatch.module import sanitize_name
+    from pykpatch.kpatch_build.context import default_jobs
+    from pykpatch.kpatch_build.kmod import sanitize_name
 
     name = sanitize_name(args.name)
     output = args.output or f"{name}.ko"
-    result = build_module(args.outputs, args.tree, args.name, output, replace=not args.non_replace,
-                          jobs=args.jobs, keep=args.keep)
+    result = build_module(args.outputs, args.tree, name, output, replace=not args.non_replace,
+                          jobs=args.jobs or default_jobs(), keep=args.keep)
     print(f"{result.path}: module {result.name}, {result.klp_relocations} livepatch relocation(s)")
     return 0

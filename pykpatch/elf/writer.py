@@ -23,6 +23,7 @@ from pykpatch.elf.model import (
     SymbolTableSection,
     SymtabShndxSection,
 )
+from pykpatch.safeio import atomic_write
 from pykpatch.errors import ElfWriteError
 
 
@@ -67,13 +68,13 @@ def ordered_symbols(obj: ElfObject) -> list[Symbol]:
 
 
 def write_elf(obj: ElfObject, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` (atomically: a temporary file renamed into place)."""
-    blob = serialize(obj)
-    path_s = os.fspath(path)
-    tmp = f"{path_s}.tmp{os.getpid()}"
-    with open(tmp, "wb") as fh:
-        fh.write(blob)
-    os.replace(tmp, path_s)
+    """Write ``obj`` to ``path`` whole or not at all (``pykpatch.safeio.atomic_write``).
+
+    The temporary file has an unpredictable name and is created exclusively
+    without following symlinks: in a shared output directory, a link planted
+    at a guessable name cannot make root overwrite another file.
+    """
+    atomic_write(path, serialize(obj), mode=0o644)
 
 
 def serialize(obj: ElfObject) -> bytes:

@@ -22,32 +22,43 @@ from pathlib import Path
 
 from pykpatch.elf.reader import read_elf
 from pykpatch.elf.writer import write_elf
-from pykpatch.errors import PykpatchError
-from pykpatch.klp import convert_to_klp
+from pykpatch.errors import KbuildError, ModuleBuildError
+from pykpatch.kbuild.make import run_make
+from pykpatch.kpatch_build.klp import convert_to_klp
+from pykpatch.safeio import atomic_copy
 
-# include/linux/module.h: MODULE_NAME_LEN = 64 - sizeof(unsigned long)
+# include/linux/module.h: MODULE_NAME_LEN = 64 - sizeof(unsigned long), NUL included
 MODULE_NAME_MAX = 64 - 8 - 1
 PREFIX = "livepatch-"
 
 
-class ModuleBuildError(PykpatchError):
-    """kbuild failed, or the module would not load."""
+def module_name_string(name: str) -> str:
+    """A module name as kpatch-build makes one: other characters than [A-Za-z0-9_-] become '-', 55 at most.
+
+    kpatch-build's ``-n NAME`` is used as given (scripts depend on the file
+    name), only made safe for the kernel; kbuild turns '-' into '_' for
+    KBUILD_MODNAME, so both spellings name the same module.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_-]", "-", name)[:MODULE_NAME_MAX]
+    if not re.search(r"[A-Za-z0-9]", safe):
+        raise ModuleBuildError(f"module name {name!r} has no usable characters",
+                               hint="use letters, digits, '-' or '_' (e.g. -n livepatch-cve-2024-1234)")
+    return safe
+
+
+def default_module_name(patches: list[Path]) -> str:
+    """kpatch-build's default: livepatch-PATCHNAME for one patch (.patch/.diff dropped), livepatch-patch for several."""
+    if len(patches) == 1:
+        base = re.sub(r"\.(patch|diff)$", "", patches[0].name)
+    else:
+        base = "patch"
+    return module_name_string(PREFIX + base)
 
 
 def sanitize_name(name: str) -> str:
-    """A module name the kernel accepts: [A-Za-z0-9_-], at most 55 characters, with the livepatch- prefix.
-
-    kbuild turns '-' into '_' for KBUILD_MODNAME, so both spellings name
-    the same module; anything else becomes '_'.
-    """
-    base = name[len(PREFIX):] if name.startswith(PREFIX) else name
-    base = re.sub(r"\.(patch|diff|ko)$", "", base)
-    base = re.sub(r"[^A-Za-z0-9_-]", "_", base).strip("_-")
-    if not base:
-        raise ModuleBuildError(f"module name {name!r} has no usable characters",
-                               hint="use letters, digits, '-' or '_' (e.g. -n fix_cve_2024_1234)")
-    full = (PREFIX + base)[:MODULE_NAME_MAX].rstrip("_-")
-    return full
+    """``pykpatch module --name NAME``: livepatch-NAME (unless NAME already has the prefix), made safe."""
+    module_name_string(name)  # NAME itself must have something usable
+    return module_name_string(name if name.startswith(PREFIX) else PREFIX + name)
 
 
 def data_file(name: str) -> str:
@@ -60,6 +71,7 @@ class ModuleResult:
     name: str
     klp_relocations: int
     log: Path
+    signed_with: Path | None = None
 
 
 def write_build_dir(workdir: Path, name: str, diff_outputs: list[Path], replace: bool) -> None:
@@ -82,27 +94,31 @@ def write_build_dir(workdir: Path, name: str, diff_outputs: list[Path], replace:
     )
 
 
-def run_kbuild(tree: Path, workdir: Path, log: Path, jobs: int = 1, extra: list[str] | None = None) -> None:
-    cmd = ["make", "-C", str(tree), f"M={workdir}", f"-j{jobs}", "modules", *(extra or [])]
-    with open(log, "a") as fh:
-        fh.write("$ " + " ".join(cmd) + "\n")
-        fh.flush()
-        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise ModuleBuildError(f"building the livepatch module failed (make exit {proc.returncode}); see {log}")
+def run_kbuild(tree: Path, workdir: Path, log: Path, jobs: int = 1) -> None:
+    try:
+        run_make(tree, ["modules"], variables={"M": str(workdir)}, jobs=jobs, log=log,
+                 what="building the livepatch module")
+    except KbuildError as err:
+        raise ModuleBuildError(err.message, hint=err.hint) from None
 
 
 def build_module(
-    diff_outputs: list[str | os.PathLike],
-    tree: str | os.PathLike,
+    diff_outputs: list[str | os.PathLike[str]],
+    tree: str | os.PathLike[str],
     name: str,
-    output: str | os.PathLike,
+    output: str | os.PathLike[str],
     replace: bool = True,
     jobs: int = 1,
-    log: str | os.PathLike | None = None,
-    keep: str | os.PathLike | None = None,
+    log: str | os.PathLike[str] | None = None,
+    keep: str | os.PathLike[str] | None = None,
+    signing: Signing | None = None,
 ) -> ModuleResult:
-    """Link diff outputs into a livepatch module and convert it to the klp format."""
+    """Link diff outputs into module ``name`` (as given), convert it to the klp format, sign it if asked.
+
+    The output is written whole or not at all (``safeio.atomic_write``), and
+    signed before it reaches ``output``: a reader never sees an unsigned
+    module at that path.
+    """
     tree_p = Path(tree)
     if not (tree_p / "Makefile").exists() or not (tree_p / "scripts").is_dir():
         raise ModuleBuildError(f"{tree_p} is not a prepared kernel tree",
@@ -111,7 +127,7 @@ def build_module(
     for p in outputs:
         if not p.is_file():
             raise ModuleBuildError(f"{p}: no such diff output")
-    modname = sanitize_name(name)
+    modname = module_name_string(name)
     workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pykpatch-module-"))
     log_p = Path(log) if log else workdir / "build.log"
     try:
@@ -122,11 +138,46 @@ def build_module(
             raise ModuleBuildError(f"kbuild did not produce {built.name}; see {log_p}")
         obj = read_elf(built)
         count = convert_to_klp(obj)
+        converted = workdir / f"{modname}.klp.ko"
+        write_elf(obj, converted)
+        if signing is not None:
+            sign_module(signing, converted, log_p)
         out = Path(output)
-        write_elf(obj, out)
-        return ModuleResult(out, modname, count, log_p)
+        try:
+            atomic_copy(converted, out)
+        except OSError as err:
+            raise ModuleBuildError(f"{out}: cannot write the module: {err.strerror or err}") from None
+        return ModuleResult(out, modname, count, log_p, signing.key if signing else None)
     finally:
         if not keep:
-            if log is None and log_p.exists() and log_p.parent == workdir:
-                pass
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+# -- signing ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Signing:
+    """A private key and its X.509 certificate, the hash, and the tree's sign-file program."""
+
+    key: Path
+    cert: Path
+    hash: str
+    sign_file: Path
+
+
+def sign_module(signing: Signing, ko: Path, log: Path) -> None:
+    """Append a module signature with the kernel tree's ``scripts/sign-file`` (after the klp conversion)."""
+    cmd = [str(signing.sign_file), signing.hash, str(signing.key), str(signing.cert), str(ko)]
+    with open(log, "a") as fh:
+        fh.write(f"\n===== signing: {' '.join(cmd)} =====\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise ModuleBuildError(f"signing {ko.name} with {signing.key} failed (sign-file exit {proc.returncode}); "
+                               f"see {log}", hint="is the certificate the key's own (PEM key, PEM or DER cert)?")
+    if not ko.read_bytes().endswith(MODULE_SIGNATURE_MAGIC):
+        raise ModuleBuildError(f"sign-file did not sign {ko.name}; see {log}")
+
+
+# include/linux/module_signature.h: the marker at the very end of a signed module.
+MODULE_SIGNATURE_MAGIC = b"~Module signature appended~\n"

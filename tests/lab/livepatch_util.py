@@ -6,7 +6,7 @@ compile as a scratch object (applied to both copies), and the patch
 copies with ``-ffunction-sections -fdata-sections`` in scratch directories
 (``make -C TREE M=DIR file.o``), ``Builder.diff`` runs the diff against the
 parent (vmlinux or a module's name), and ``Builder.livepatch`` turns one or
-more diffs into a ``livepatch-*.ko`` with ``pykpatch.module.build_module``.
+more diffs into a ``livepatch-*.ko`` with ``pykpatch.kpatch_build.kmod.build_module``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from pykpatch.diff import run_diff
 from pykpatch.diff.engine import DiffResult
 from pykpatch.lab import KernelBuild
-from pykpatch.module import ModuleResult, build_module
+from pykpatch.kpatch_build.kmod import ModuleResult, build_module, sanitize_name
 from pykpatch.symtab import KernelSymbolTable, ModuleSymvers
 
 # x86-64 6.1 lab kernel, measured with a probe module compiled in the lab
@@ -151,7 +151,8 @@ class Builder:
             out.parent.mkdir(parents=True, exist_ok=True)
             reports.append(self.diff(self.compile_pair(scenario), out, parent))
             outputs.append(out)
-        result = build_module(outputs, self.kernel.tree, name, workdir / f"livepatch-{name}.ko", replace=replace,
+        result = build_module(outputs, self.kernel.tree, sanitize_name(name), workdir / f"livepatch-{name}.ko",
+                              replace=replace,
                               keep=workdir / "kbuild")
         return Livepatch(result.path, result.name.replace("-", "_"), reports, result)
 

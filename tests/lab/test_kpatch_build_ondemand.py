@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from pykpatch.kpatch_build.pipeline import PREPARE_PRODUCTS, _prepare_products, tree_lock
-from pykpatch.kpatch_build.tree import KPATCH_CFLAGS
+from pykpatch.kbuild.tree import KPATCH_CFLAGS, build_state_files
+from pykpatch.kpatch_build.workspace import tree_directory_lock as tree_lock
 from pykpatch.lab import insmod, read, rmmod, wait_for, wait_until_gone, write
 
 PATCH = Path(__file__).resolve().parents[1] / "integration" / "patches" / "01-cmdline-string.patch"
@@ -41,14 +41,14 @@ def test_first_run_on_a_plainly_built_tree(lab_kernel, lab_boot, tmp_path):
     tree = lab_kernel.tree
     with tree_lock(tree, lambda _m: None):
         make(tree, "", OBJECT)  # the object (and prepare products) as a plain build leaves them
-        watched = [OBJECT, "fs/proc/.cmdline.o.cmd", *_prepare_products(tree)]
+        watched = [OBJECT, "fs/proc/.cmdline.o.cmd", *build_state_files(tree)]
         before = fingerprint(tree, watched)
-    assert PREPARE_PRODUCTS and len(watched) > 10
+    assert len(watched) > 10 and "arch/x86/kernel/asm-offsets.s" in watched
     try:
         started = time.monotonic()
         proc = subprocess.run(
             [sys.executable, "-m", "pykpatch.cli", "build", "-s", str(tree), "-v", str(lab_kernel.vmlinux),
-             "-n", "ondemand", "-o", str(tmp_path), str(PATCH)],
+             "-n", "livepatch-ondemand", "-o", str(tmp_path), str(PATCH)],
             capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "HOME": str(Path.home()),
                                                  "CACHEDIR": str(tmp_path / "cache")},
         )

@@ -33,6 +33,7 @@ from pathlib import Path
 import pytest
 
 from pykpatch.lab import Step, insmod, read, rmmod, shell, wait_for, wait_until_gone, write
+from pykpatch.kpatch_build.workspace import TreeWorkspace, tree_directory_lock
 from pykpatch.lab.cache import UNPACK_STAMP
 
 PATCHES = Path(__file__).resolve().parents[1] / "integration" / "patches"
@@ -149,7 +150,7 @@ class KpatchBuild:
         files = sorted({f for p in paths for f in touched_by(p)})
         before = self.touched_state(files)
         cmd = [sys.executable, "-m", "pykpatch.cli", "build", "-s", str(self.tree), "-v", str(self.kernel.vmlinux),
-               "-j", str(self.jobs), "-n", name, "-o", str(self.outdir), *(["-d"] if debug else []), *map(str, paths)]
+               "-j", str(self.jobs), "-n", f"livepatch-{name}", "-o", str(self.outdir), *(["-d"] if debug else []), *map(str, paths)]
         env = {**os.environ, "CACHEDIR": str(CACHEDIR)}
         started = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT)
@@ -157,7 +158,8 @@ class KpatchBuild:
         sys.stderr.write(f"\n[kpatch-build {name}: rc {proc.returncode} in {seconds:.0f} s]\n{proc.stderr}")
         # Success or failure, the patched files are back, content and mtime.
         assert self.touched_state(files) == before, f"kpatch-build {name} left {files} changed"
-        assert not (CACHEDIR / "applied-patches.json").exists(), "kpatch-build left its patches recorded as applied"
+        journal = TreeWorkspace(CACHEDIR, self.tree).journal_dir / "journal.json"
+        assert not journal.exists(), "kpatch-build left its tree journal behind (the tree was not put back)"
         ko = self.outdir / f"livepatch-{name}.ko"
         return Built(proc.returncode, proc.stdout, proc.stderr, ko if ko.exists() else None, seconds)
 
@@ -165,22 +167,15 @@ class KpatchBuild:
 def warm_original_build(kernel, progress: Callable[[str], None]) -> None:
     """Do (or reuse) the cached original build kpatch-build would do, before the inventory.
 
-    kpatch-build's own first stages ('check', which also reverts what a
-    killed run left applied, then 'orig'); the caller holds the tree lock.
-    A first run on a fresh machine builds here (minutes), so the manifest is
-    taken of the tree as every scenario will find it.
+    kpatch-build's own stages before patching (check, which also puts back
+    what a killed run left, then orig).  A first run on a fresh machine
+    builds here (minutes), so the manifest is taken of the tree as every
+    scenario will find it.
     """
-    from pykpatch.kpatch_build import kernelinfo
-    from pykpatch.kpatch_build.pipeline import BuildOptions, Stages, check_inputs
-    from pykpatch.kpatch_build.tree import KernelTree, OriginalBuild, build_key
+    from pykpatch.kpatch_build.context import BuildOptions
+    from pykpatch.kpatch_build.pipeline import prepare_tree
 
-    CACHEDIR.mkdir(parents=True, exist_ok=True)
-    jobs = max(1, len(os.sched_getaffinity(0)))
-    opts = BuildOptions(patches=[], srcdir=kernel.tree, vmlinux=kernel.vmlinux, jobs=jobs, cachedir=CACHEDIR)
-    tree = KernelTree(kernel.tree, CACHEDIR / "build.log", jobs)
-    _vmlinux, config_text = check_inputs(opts, tree, Stages(progress, tree.log))
-    key = build_key(tree, config_text, kernelinfo.compiler_of("gcc"))
-    OriginalBuild(tree, CACHEDIR, key).ensure(["vmlinux", "modules"], progress)
+    prepare_tree(BuildOptions(patches=[], srcdir=kernel.tree, vmlinux=kernel.vmlinux, cachedir=CACHEDIR), progress)
 
 
 @dataclass
@@ -193,24 +188,20 @@ class Suite:
 
     def manifest(self) -> TreeManifest:
         """The inventory, taken under kpatch-build's tree lock (no run has its patches applied)."""
-        from pykpatch.kpatch_build.pipeline import tree_lock
-
-        with tree_lock(self.kb.tree, self.progress):
+        with tree_directory_lock(self.kb.tree, self.progress):
             return self.kb.manifest()
 
 
 @pytest.fixture(scope="module")
 def suite(lab_kernel, tmp_path_factory, pytestconfig) -> Suite:
-    from pykpatch.kpatch_build.pipeline import tree_lock
-
     def progress(msg: str) -> None:
         capman = pytestconfig.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
             print(f"\n[kpatch-build suite] {msg}", file=sys.stderr, end="", flush=True)
 
     kb = KpatchBuild(lab_kernel, tmp_path_factory.mktemp("kpatch-build"))
-    with tree_lock(lab_kernel.tree, progress):
-        warm_original_build(lab_kernel, progress)
+    warm_original_build(lab_kernel, progress)
+    with tree_directory_lock(lab_kernel.tree, progress):
         before = kb.manifest()
     return Suite(kb, before, time.monotonic(), progress)
 
@@ -508,7 +499,7 @@ def _check_refusal(ref: Refusal, built: Built, scratch: Path | None) -> None:
 
         assert scratch is not None, built.stderr
         orig, patched = ({s.name: s.data for s in read_elf(scratch / kind / "fs/proc/generic.o").sections}
-                         for kind in ("saved", "patched"))
+                         for kind in ("orig", "patched"))
         assert orig["__bug_table"] != patched["__bug_table"]          # the WARN sites' line numbers moved
         text = sorted(n for n in orig if n.startswith(".text"))
         assert text and text == sorted(n for n in patched if n.startswith(".text"))
@@ -527,30 +518,24 @@ def test_tree_is_unchanged_after_the_suite(suite: Suite):
 
 def test_kpatch_macros_reach_compiles_without_changing_kcflags(tmp_path):
     """kpatch-macros.h is found through CPATH (even with -nostdinc); KCFLAGS, part of the cache key, is untouched."""
-    from pykpatch.kpatch_build.tree import KPATCH_CFLAGS, compile_env, data_dir
+    from pykpatch.kbuild.tree import KPATCH_CFLAGS, data_dir, patch_author_env
 
     assert KPATCH_CFLAGS == "-ffunction-sections -fdata-sections"
     src = tmp_path / "t.c"
     src.write_text('#include "kpatch-macros.h"\n')
-    proc = subprocess.run(["gcc", "-nostdinc", "-M", "-MG", str(src)], env=compile_env(), capture_output=True,
-                          text=True)
+    proc = subprocess.run(["gcc", "-nostdinc", "-M", "-MG", str(src)], env={**os.environ, **patch_author_env()},
+                          capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert str(data_dir() / "kpatch-macros.h") in proc.stdout.replace("\\\n", " ")
 
 
 def test_relative_patch_paths_apply(tmp_path, monkeypatch):
-    """kpatch-build fix.patch: patch runs with -d TREE, so a relative path must not be read from TREE."""
-    from pykpatch.kpatch_build.patches import PatchSession
+    """kpatch-build fix.patch: patch runs with -d SCRATCH, so a relative path must not be read from there."""
+    from pykpatch.kpatch_build.patches import dry_run, parse_patch
 
     tree = tmp_path / "tree"
     (tree / "d").mkdir(parents=True)
     (tree / "d/f.c").write_text("a\nb\n")
     (tmp_path / "fix.patch").write_text("--- a/d/f.c\n+++ b/d/f.c\n@@ -1,2 +1,2 @@\n a\n-b\n+c\n")
     monkeypatch.chdir(tmp_path)
-    session = PatchSession(tree, [Path("fix.patch")], tmp_path / "state")
-    (tmp_path / "state").mkdir()
-    assert session.check() == ["d/f.c"]
-    session.apply()
-    assert (tree / "d/f.c").read_text() == "a\nc\n"
-    session.revert()
-    assert (tree / "d/f.c").read_text() == "a\nb\n"
+    assert dry_run(tree, [parse_patch(Path("fix.patch"))], tmp_path / "scratch") == {"d/f.c": b"a\nc\n"}

@@ -13,7 +13,7 @@ import re
 import pytest
 
 from pykpatch.elf.reader import read_elf
-from pykpatch.klp import klp_summary
+from pykpatch.kpatch_build.klp import klp_summary
 from pykpatch.lab import insmod, read, rmmod, shell, wait_for, wait_until_gone, write
 from pykpatch.symtab import KernelSymbolTable
 

@@ -1,0 +1,106 @@
+"""What every kpatch-build stage is handed: the options, the per-tree workspace, the log, progress.
+
+``BuildOptions`` are the command line; ``BuildContext`` adds what the run
+derives before its first stage (the workspace in the cache, the tree's make
+runner) and ``Stages``, which times and announces each stage and writes a
+heading for it into the build log.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pykpatch.kbuild.tree import KernelTree
+from pykpatch.kpatch_build.workspace import TreeWorkspace
+
+Progress = Callable[[str], None]
+
+
+def default_jobs() -> int:
+    """One job per CPU this process may use (read when asked, not at import)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass
+class SigningOptions:
+    """How the module is signed: explicit key + certificate, the defaults found, or not at all."""
+
+    key: Path | None = None
+    cert: Path | None = None
+    disabled: bool = False
+
+
+@dataclass
+class BuildOptions:
+    patches: list[Path]
+    srcdir: Path
+    cachedir: Path
+    config: Path | None = None
+    vmlinux: Path | None = None
+    jobs: int = field(default_factory=default_jobs)
+    targets: list[str] = field(default_factory=list)
+    name: str | None = None
+    outdir: Path = Path(".")
+    replace: bool = True
+    allow_empty_replace: bool = False
+    debug: bool = False
+    skip_cleanup: bool = False
+    skip_compiler_check: bool = False
+    signing: SigningOptions = field(default_factory=SigningOptions)
+
+
+@dataclass
+class BuildResult:
+    module: Path
+    changed_objects: list[str]
+    changed_functions: list[str]
+    new_functions: list[str]
+    timings: dict[str, float]
+    signed_with: Path | None = None
+
+
+class Stages:
+    """Times and announces each stage."""
+
+    def __init__(self, progress: Progress, log: Path) -> None:
+        self.progress = progress
+        self.log = log
+        self.timings: dict[str, float] = {}
+        self._current: str | None = None
+        self._started = 0.0
+
+    def start(self, name: str, message: str) -> None:
+        self.finish()
+        self._current = name
+        self._started = time.monotonic()
+        self.progress(message)
+        with open(self.log, "a") as fh:
+            fh.write(f"\n=== {message}\n")
+
+    def finish(self) -> None:
+        if self._current is not None:
+            self.timings[self._current] = round(time.monotonic() - self._started, 2)
+            self._current = None
+
+
+@dataclass
+class BuildContext:
+    opts: BuildOptions
+    workspace: TreeWorkspace
+    stages: Stages
+    tree: KernelTree
+    scratch: Path
+
+    @property
+    def log(self) -> Path:
+        return self.workspace.log
+
+    def progress(self, message: str) -> None:
+        self.stages.progress(message)
