@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -204,36 +203,18 @@ def test_extended_section_numbering(tmp_path):
 
 # -- speed -------------------------------------------------------------------------------------
 
-def test_150k_symbols_load_under_a_second(tmp_path):
+def test_150k_symbols_load(tmp_path):
+    """A vmlinux-sized table loads whole (its speed: bench/bench_symtab.py)."""
     files = [(f"file{f % 2000}.c", [(f"s{f}_{i}" if i > 1 else f"helper{i}", F if i % 3 else O,
                                       KERNEL_TEXT + (f * 20 + i) * 64) for i in range(20)])
              for f in range(4800)]
     globals_ = [(f"global_{g}", F, KERNEL_TEXT + 0x10000000 + g * 64) for g in range(50_000)]
     path = tmp_path / "vmlinux"
     write_elf(vmlinux_like(files, globals_), path)
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        table = KernelSymbolTable.load(path)
-        best = min(best, time.perf_counter() - start)
+    table = KernelSymbolTable.load(path)
     assert len(table.symbols) > 150_000 and len(table.file_blocks) == 4800
-    assert best < 1.0, f"loading {len(table.symbols)} symbols took {best:.2f} s"
     assert [table.sympos(s) for s in table.by_name("helper1")[:3]] == [1, 2, 3]
     assert len(table.blocks_named("file7.c")) == 3
-
-
-def test_real_vmlinux_if_built():
-    """The kernel lab's vmlinux, when a previous run built it (not required)."""
-    candidates = sorted(Path.home().glob(".cache/pykpatch/lab/*/snapshot/vmlinux"))
-    if not candidates:
-        pytest.skip("no lab vmlinux under ~/.cache/pykpatch/lab (built by the kernel tests)")
-    start = time.perf_counter()
-    table = KernelSymbolTable.load(candidates[-1])
-    seconds = time.perf_counter() - start
-    assert len(table.symbols) > 10_000 and len(table.file_blocks) > 100
-    assert seconds < 1.0
-    start_kernel = table.by_name("start_kernel")
-    assert start_kernel and table.sympos(start_kernel[0]) == 0
 
 
 # -- readelf dump details ----------------------------------------------------------------------
@@ -414,14 +395,6 @@ def test_symvers_ancient_three_columns_and_empty(tmp_path):
     assert ModuleSymvers.load(path).lookup("printk") == SymversEntry(0, "vmlinux", "", "")
     path.write_text("")
     assert len(ModuleSymvers.load(path)) == 0
-
-
-def test_symvers_of_the_lab_kernel_if_built():
-    candidates = sorted(Path.home().glob(".cache/pykpatch/lab/*/snapshot/Module.symvers"))
-    if not candidates:
-        pytest.skip("no lab Module.symvers under ~/.cache/pykpatch/lab")
-    sv = ModuleSymvers.load(candidates[-1])
-    assert len(sv) > 1000 and sv.lookup("_printk").is_vmlinux
 
 
 @pytest.mark.parametrize("content, message", [

@@ -63,9 +63,6 @@ def diff_objects(ctx: BuildContext, vmlinux: Path, changed: list[ChangedObject],
             ctx.progress(f"  new function: {line}")
         result.outputs.append(out)
     if reasons:
-        # The command prints only the message: the reasons go to stderr here, one per line.
-        for reason in reasons:
-            ctx.progress(f"  unsupported: {reason}")
         raise UnsupportedChangeError(reasons, f"the patch cannot be live patched: {len(reasons)} problem(s)")
     if not result.outputs:
         raise NoChangeError("no changed functions were found: the patch changes nothing that can be live patched")

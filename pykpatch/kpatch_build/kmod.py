@@ -112,8 +112,14 @@ def build_module(
     log: str | os.PathLike[str] | None = None,
     keep: str | os.PathLike[str] | None = None,
     signing: Signing | None = None,
+    workdir: str | os.PathLike[str] | None = None,
 ) -> ModuleResult:
     """Link diff outputs into module ``name`` (as given), convert it to the klp format, sign it if asked.
+
+    ``keep``: build in that directory and leave it; ``workdir``: build there
+    (emptied first) and remove it afterwards -- a fixed directory makes the
+    module reproducible (the glue's debug info records where it was
+    compiled); default: a temporary directory.
 
     The output is written whole or not at all (``safeio.atomic_write``), and
     signed before it reaches ``output``: a reader never sees an unsigned
@@ -128,7 +134,13 @@ def build_module(
         if not p.is_file():
             raise ModuleBuildError(f"{p}: no such diff output")
     modname = module_name_string(name)
-    workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="pykpatch-module-"))
+    if keep:
+        workdir = Path(keep)
+    elif workdir:
+        workdir = Path(workdir)
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix="pykpatch-module-"))
     log_p = Path(log) if log else workdir / "build.log"
     try:
         write_build_dir(workdir, modname, outputs, replace)

@@ -106,22 +106,33 @@ def _run(opts: BuildOptions, progress: Progress, workspace: TreeWorkspace, patch
         opts.outdir.mkdir(parents=True, exist_ok=True)
         target_ko = opts.outdir / f"{name}.ko"
         module = build_module(diffs.outputs, opts.srcdir, name, target_ko, replace=opts.replace, jobs=opts.jobs,
-                              log=workspace.log, keep=ctx.scratch / "module" if keep else None, signing=signing)
+                              log=workspace.log, keep=ctx.scratch / "module" if keep else None, signing=signing,
+                              workdir=workspace.root / "module")
         if module.signed_with:
             progress(f"signed with {module.signed_with}")
         stages.finish()
         progress(f"done: {target_ko}")
         return BuildResult(target_ko, [c.path for c in changed], diffs.changed, diffs.new, stages.timings,
                            module.signed_with)
+    except UnsupportedChangeError as err:
+        # The command prints only the message: the reasons go to stderr here, one per line.
+        for reason in err.reasons:
+            progress(f"  unsupported: {reason}")
+        _name_the_log(err, workspace)
+        raise
     except PykpatchError as err:
-        if err.hint is None and "build.log" not in err.message:
-            err.hint = f"the full log is {workspace.log}"
+        _name_the_log(err, workspace)
         raise
     finally:
         if keep:
             progress(f"scratch directory kept: {ctx.scratch}")
         else:
             shutil.rmtree(ctx.scratch, ignore_errors=True)
+
+
+def _name_the_log(err: PykpatchError, workspace: TreeWorkspace) -> None:
+    if err.hint is None and "build.log" not in err.message:
+        err.hint = f"the full log is {workspace.log}"
 
 
 def refuse_empty_replace(diffs: DiffOutputs, opts: BuildOptions) -> None:

@@ -58,7 +58,6 @@ def test_sample_livepatch_applies_switches_and_reverts(lab_boot):
     assert "livepatch_sample" not in steps[9].output
     assert not (result.panicked or result.oopsed or result.warned or result.call_trace)
     assert "livepatch: 'livepatch_sample': patching complete" in result.console
-    assert result.seconds < 60
 
 
 def test_step_protocol_end_to_end(lab_boot):
@@ -112,7 +111,6 @@ def test_kernel_panic_is_reported_not_hung(lab_boot):
     assert not result.init_started
     assert not result.ok
     assert any(f.startswith("kernel panic") for f in result.failures())
-    assert result.seconds < 60
 
 
 def test_crash_in_a_step_is_reported(lab_boot):
