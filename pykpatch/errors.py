@@ -163,3 +163,15 @@ class CacheError(PykpatchError):
 
 class ModuleBuildError(PykpatchError):
     """The livepatch module could not be built, converted or signed (kbuild failed, a key is unusable)."""
+
+
+class DistroError(PykpatchError):
+    """A distribution's package for the target kernel is missing, of another version, or cannot be fetched."""
+
+
+class GuardError(PykpatchError):
+    """An original object compiled here is not the running kernel's code (other source, config or compiler)."""
+
+
+class ConfigError(PykpatchError):
+    """The kernel configuration does not fit the source tree, or would need answers nobody can give."""

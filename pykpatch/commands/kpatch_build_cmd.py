@@ -4,7 +4,11 @@ Flags follow kpatch-build so scripts written for it keep working::
 
     kpatch-build [-s SRCDIR] [-c CONFIG] [-v VMLINUX] [-j N] [-t TARGET]... [-n NAME] [-o OUTDIR]
                  [-R|--non-replace] [-d|--debug] [--skip-cleanup] [--skip-compiler-check]
-                 [--sign-key KEY [--sign-cert CERT] | --no-sign] [--allow-empty-replace] PATCH...
+                 [--sign-key KEY [--sign-cert CERT] | --no-sign] [--allow-empty-replace]
+                 [--kernel|-r RELEASE] [--full-build] [--modules-dir DIR] PATCH...
+
+Without -s, the running kernel's (or --kernel RELEASE's) sources, config,
+vmlinux and modules come from the distribution's packages (Debian).
 """
 
 from __future__ import annotations
@@ -22,8 +26,16 @@ HELP = "build a livepatch module from patch files (kpatch-build)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("patches", nargs="+", metavar="PATCH", help="patch file(s), applied in order with -p1")
-    parser.add_argument("-s", "--sourcedir", default=os.environ.get("KPATCH_SRCDIR"),
-                        help="kernel source tree (built in place, never O=)")
+    parser.add_argument("-s", "--sourcedir", default=None,
+                        help="kernel source tree (built in place, never O=); default: the distribution's sources")
+    parser.add_argument("-r", "--kernel", metavar="RELEASE",
+                        help="the kernel to patch, as uname -r says it (default: the running one)")
+    parser.add_argument("--full-build", action="store_true",
+                        help="build the whole tree once (cached) instead of only what the patch reaches")
+    parser.add_argument("--modules-dir", metavar="DIR",
+                        help="the running kernel's modules (DIR/kernel/**.ko), for a tree never built")
+    parser.add_argument("--distro-cache", metavar="DIR",
+                        help="where distribution packages are fetched (default: $PYKPATCH_DISTRO_CACHE or CACHEDIR/distro)")
     parser.add_argument("-c", "--config", help="kernel .config (default: the tree's own)")
     parser.add_argument("-v", "--vmlinux", help="the target kernel's vmlinux (default: SRCDIR/vmlinux)")
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs (default: one per CPU)")
@@ -56,16 +68,23 @@ def options_from(args: argparse.Namespace):  # -> BuildOptions (imported lazily:
     from pykpatch.kpatch_build.context import BuildOptions, SigningOptions, default_jobs
     from pykpatch.kpatch_build.workspace import default_cachedir
 
-    if not args.sourcedir:
-        raise UsageError("no kernel source tree given", hint="use -s SRCDIR (or set KPATCH_SRCDIR)")
+    sourcedir = args.sourcedir or os.environ.get("KPATCH_SRCDIR")
+    if sourcedir and args.kernel:
+        raise UsageError("-s SRCDIR and --kernel RELEASE contradict each other",
+                         hint="the release of a given tree comes from its vmlinux (-v)")
+    cachedir = default_cachedir()
     if args.no_sign and (args.sign_key or args.sign_cert):
         raise UsageError("--no-sign and --sign-key/--sign-cert contradict each other")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"-j {args.jobs}: the number of jobs must be at least 1")
     return BuildOptions(
         patches=[Path(p) for p in args.patches],
-        srcdir=Path(args.sourcedir).resolve(),
-        cachedir=default_cachedir(),
+        srcdir=Path(sourcedir).resolve() if sourcedir else None,
+        cachedir=cachedir,
+        kernel=args.kernel,
+        distro_cache=Path(args.distro_cache or os.environ.get("PYKPATCH_DISTRO_CACHE") or cachedir / "distro"),
+        modules_dir=Path(args.modules_dir) if args.modules_dir else None,
+        full_build=args.full_build,
         config=Path(args.config) if args.config else None,
         vmlinux=Path(args.vmlinux) if args.vmlinux else None,
         jobs=args.jobs or default_jobs(),

@@ -49,3 +49,13 @@ def config_value(config: Path, name: str) -> str | None:
     """
     key = name if name.startswith("CONFIG_") else f"CONFIG_{name}"
     return read_config(config).get(key)
+
+
+# kbuild's SRCARCH of a configuration, by the option every config of that architecture has.
+_SRCARCH_OPTIONS = (("CONFIG_X86", "x86"), ("CONFIG_PPC", "powerpc"), ("CONFIG_S390", "s390"),
+                    ("CONFIG_ARM64", "arm64"), ("CONFIG_LOONGARCH", "loongarch"), ("CONFIG_RISCV", "riscv"))
+
+
+def srcarch_of(options: dict[str, str | None]) -> str:
+    """The ``arch/`` directory a configuration builds (x86 when it says nothing we know)."""
+    return next((arch for option, arch in _SRCARCH_OPTIONS if options.get(option) == "y"), "x86")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -46,13 +46,16 @@ class KernelTree:
     path: Path
     log: Path
     jobs: int = 1
+    variables: dict[str, str] = field(default_factory=dict)  # e.g. CC=gcc-12, on every make command line
 
-    def make(self, *targets: str, kcflags: str = KPATCH_CFLAGS, progress: Progress | None = None,
-             what: str = "build", on_start: Callable[[int], None] | None = None) -> MakeRun:
-        """Build targets in the tree (never O=) with ``KCFLAGS``; output to the log."""
-        return run_make(self.path, targets, log=self.log, what=what, jobs=self.jobs,
-                        variables={"KCFLAGS": kcflags}, extra_env=patch_author_env(), progress=progress,
-                        on_start=on_start)
+    def make(self, *targets: str, kcflags: str | None = KPATCH_CFLAGS, progress: Progress | None = None,
+             what: str = "build", on_start: Callable[[int], None] | None = None, capture: bool = False) -> MakeRun:
+        """make in the tree (never O=) with the tree's variables and ``KCFLAGS`` (None: none); output to the log."""
+        variables = dict(self.variables)
+        if kcflags is not None:
+            variables["KCFLAGS"] = kcflags
+        return run_make(self.path, targets, log=self.log, what=what, jobs=self.jobs, variables=variables,
+                        extra_env=patch_author_env(), progress=progress, on_start=on_start, capture=capture)
 
     def kernelrelease(self) -> str:
         return kernel_release_from_tree(self.path)

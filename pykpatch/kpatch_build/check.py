@@ -2,24 +2,28 @@
 
 A kpatch-build run can take minutes of compiling; a mistake found after
 them is an hour lost on a distribution kernel.  So, before any compile:
-the tree is a kernel tree, the patches are safe and apply (``patches.py``:
-the dry run *is* the application, done in a scratch copy), the vmlinux
-exists and its release and compiler match the tree and the local compiler,
-and a leftover of an interrupted run is put back first.
+the patches are safe and apply (``patches.py``: the dry run *is* the
+application, done in a scratch copy), a leftover of an interrupted run is
+put back, the vmlinux exists and its release and compiler match the tree
+and the compiler here (the one the config names: ``gcc-12`` for Debian),
+the tools the config needs are installed, and the disk has room for what
+the chosen mode will write.
 """
 
 from __future__ import annotations
 
 import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pykpatch.errors import KernelMismatchError, PatchError, TreeError
+from pykpatch.errors import KernelInfoError, KernelMismatchError, PatchError, TreeError
 from pykpatch.kbuild.compiler import check_compiler, compiler_of
 from pykpatch.kbuild.release import kernel_release_from_tree, kernel_release_from_vmlinux
 from pykpatch.kpatch_build.context import BuildContext, BuildOptions
 from pykpatch.kpatch_build.journal import TreeJournal
 from pykpatch.kpatch_build.patches import PatchFile, all_names, dry_run, parse_patches
+from pykpatch.kpatch_build.prepare import tree_release
 
 
 @dataclass
@@ -28,8 +32,7 @@ class TargetKernel:
 
     vmlinux: Path
     release: str
-    compiler: str
-    config_text: str
+    compiler: str            # the local compiler, in .comment format
 
 
 @dataclass
@@ -64,59 +67,103 @@ def recover_interrupted_run(ctx: BuildContext) -> None:
         return
     report = journal.restore()
     stopped = f", stopped its make (process group {report.stopped_make})" if report.stopped_make else ""
-    ctx.progress(f"an interrupted run had left {ctx.opts.srcdir} changed: put back {len(report.restored)} "
+    ctx.progress(f"an interrupted run had left {ctx.srcdir} changed: put back {len(report.restored)} "
                  f"file(s), removed {len(report.removed)}{stopped}")
 
 
-def check_target(ctx: BuildContext) -> TargetKernel:
-    opts = ctx.opts
-    vmlinux = opts.vmlinux or (opts.srcdir / "vmlinux")
+def check_target(ctx: BuildContext, vmlinux: Path, cc: str) -> TargetKernel:
+    """vmlinux's release, and the compiler ``cc`` against the one that built vmlinux."""
     if not vmlinux.is_file():
         raise TreeError(f"{vmlinux} does not exist", hint="give the running kernel's vmlinux with -v VMLINUX")
     release = kernel_release_from_vmlinux(vmlinux)
-    compiler = compiler_of("gcc")
-    if not opts.skip_compiler_check:
-        check_compiler(vmlinux, "gcc")
-    config_text = sync_config(opts.srcdir, opts.config)
-    ctx.progress(f"kernel {release}, {compiler}")
-    return TargetKernel(vmlinux, release, compiler, config_text)
+    compiler = compiler_of(cc)
+    if not ctx.opts.skip_compiler_check:
+        check_compiler(vmlinux, cc)
+    ctx.progress(f"kernel {release}, compiler {cc}: {compiler}")
+    return TargetKernel(vmlinux, release, compiler)
 
 
-def check_release(srcdir: Path, target: TargetKernel) -> None:
-    """The tree must build the release the vmlinux is (what vermagic will say)."""
-    have = kernel_release_from_tree(srcdir)
-    if have and have != target.release:
+def check_config_compiler(cc: str, config: dict[str, str | None], skip: bool) -> None:
+    """kbuild's own check: the compiler must print exactly the config's CONFIG_CC_VERSION_TEXT."""
+    want = config.get("CONFIG_CC_VERSION_TEXT")
+    if skip or not want:
+        return
+    have = _version_line(cc)
+    if " ".join(have.split()) != " ".join(want.split()):
         raise KernelMismatchError(
-            f"the source tree builds kernel {have}, but {target.vmlinux} is {target.release}",
-            kernel=target.release, local=have,
-            hint="use the source and config of the running kernel",
+            f"the kernel's config was made with '{want}', but {cc} here is '{have}'",
+            kernel=want, local=have,
+            hint=f"install the compiler that built the kernel ({want.split()[0]}), or pass --skip-compiler-check",
         )
 
 
-def tree_knows_its_release(srcdir: Path) -> bool:
-    return any((srcdir / rel).is_file() for rel in ("include/generated/utsrelease.h", "include/config/kernel.release"))
-
-
-def sync_config(tree: Path, config: Path | None) -> str:
-    """The tree's .config becomes the requested one (as kpatch-build does); return its text."""
-    target = tree / ".config"
-    if config is None:
-        if not target.exists():
-            raise TreeError(f"{tree} has no .config", hint="give the kernel's config with -c CONFIG")
-        return target.read_text()
+def _version_line(cc: str) -> str:
     try:
-        text = config.read_text()
-    except OSError as err:
-        raise TreeError(f"{config}: cannot read the config: {err.strerror or err}") from None
-    if not target.exists() or target.read_text() != text:
-        shutil.copyfile(config, target)
-    return text
+        proc = subprocess.run([cc, "--version"], capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise KernelInfoError(f"cannot run {cc} --version: {err}",
+                              hint="install the compiler that built the kernel") from None
+    return (proc.stdout.splitlines() or [""])[0]
+
+
+def check_release(srcdir: Path, target: TargetKernel) -> bool:
+    """The tree must build the release the vmlinux is (what vermagic will say); False if it cannot tell yet."""
+    have = tree_release(srcdir)
+    if have is None and (srcdir / "include/config/kernel.release").is_file():
+        have = kernel_release_from_tree(srcdir)
+    if have is None:
+        return False
+    if have != target.release:
+        raise KernelMismatchError(
+            f"the source tree builds kernel {have}, but {target.vmlinux} is {target.release}",
+            kernel=target.release, local=have,
+            hint="use the sources and config of the running kernel (for a distribution kernel, its "
+                 "packages: kpatch-build --kernel RELEASE)",
+        )
+    return True
+
+
+# What a config needs installed before anything compiles, found by option.
+TOOLS_FOR_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("CONFIG_DEBUG_INFO_BTF", "pahole", "dwarves"),
+)
+HEADERS_FOR_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    ("CONFIG_OBJTOOL", "/usr/include/gelf.h", "libelf-dev"),
+    ("CONFIG_STACK_VALIDATION", "/usr/include/gelf.h", "libelf-dev"),
+    ("CONFIG_MODULE_SIG", "/usr/include/openssl/opensslv.h", "libssl-dev"),
+    ("CONFIG_SYSTEM_TRUSTED_KEYRING", "/usr/include/openssl/opensslv.h", "libssl-dev"),
+)
+ALWAYS_TOOLS = (("make", "make"), ("bison", "bison"), ("flex", "flex"), ("bc", "bc"), ("patch", "patch"))
+
+
+def check_tools(config: dict[str, str | None]) -> None:
+    """Refuse, naming the packages, when a tool or header the config's build needs is missing."""
+    missing: dict[str, str] = {}
+    for program, package in ALWAYS_TOOLS:
+        if shutil.which(program) is None:
+            missing[program] = package
+    for option, program, package in TOOLS_FOR_OPTIONS:
+        if config.get(option) == "y" and shutil.which(program) is None:
+            missing[f"{program} (for {option})"] = package
+    for option, header, package in HEADERS_FOR_OPTIONS:
+        if config.get(option) == "y" and not Path(header).is_file():
+            missing[f"{header} (for {option})"] = package
+    if missing:
+        raise KernelInfoError(f"missing what this kernel's build needs: {', '.join(missing)}",
+                              hint=f"apt-get install {' '.join(sorted(set(missing.values())))}")
+
+
+def check_disk(path: Path, needed: int, what: str) -> None:
+    free = shutil.disk_usage(path).free
+    if free < needed:
+        raise TreeError(f"{what} needs about {needed / 1e9:.1f} GB in {path}, which has {free / 1e9:.1f} GB free",
+                        hint="free some space, or choose another CACHEDIR / source tree")
 
 
 def plan_patches(ctx: BuildContext, patches: list[PatchFile]) -> PatchPlan:
     """Dry run (= the application, in scratch): what each patched file will contain."""
     ctx.stages.start("patches", f"checking {len(patches)} patch(es): {len(all_names(patches))} file(s)")
-    result = dry_run(ctx.opts.srcdir, patches, ctx.scratch / "dry-run")
+    result = dry_run(ctx.srcdir, patches, ctx.scratch / "dry-run")
     if not result:
         raise PatchError("the patches change nothing in the tree", hint="are they already applied?")
     return PatchPlan(patches, result)

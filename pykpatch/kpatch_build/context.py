@@ -8,13 +8,18 @@ heading for it into the build log.
 
 from __future__ import annotations
 
+import gzip
+import lzma
 import os
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pykpatch.errors import TreeError
 from pykpatch.kbuild.tree import KernelTree
+from pykpatch.symtab import KernelSymbolTable
 from pykpatch.kpatch_build.workspace import TreeWorkspace
 
 Progress = Callable[[str], None]
@@ -40,8 +45,12 @@ class SigningOptions:
 @dataclass
 class BuildOptions:
     patches: list[Path]
-    srcdir: Path
+    srcdir: Path | None          # None: the distribution's sources for ``kernel`` (route.py)
     cachedir: Path
+    kernel: str | None = None    # the release to patch (default: the running one) when srcdir is None
+    distro_cache: Path = Path()  # where the distribution's packages are fetched (default: CACHEDIR/distro)
+    modules_dir: Path | None = None  # the running kernel's modules (kernel/**.ko) for a tree never built
+    full_build: bool = False
     config: Path | None = None
     vmlinux: Path | None = None
     jobs: int = field(default_factory=default_jobs)
@@ -89,18 +98,49 @@ class Stages:
             self.timings[self._current] = round(time.monotonic() - self._started, 2)
             self._current = None
 
+    def summary(self) -> str:
+        return ", ".join(f"{name} {seconds:.1f} s" for name, seconds in self.timings.items())
+
 
 @dataclass
 class BuildContext:
     opts: BuildOptions
+    srcdir: Path
     workspace: TreeWorkspace
     stages: Stages
     tree: KernelTree
     scratch: Path
+    tables: dict[Path, KernelSymbolTable] = field(default_factory=dict)
 
     @property
     def log(self) -> Path:
         return self.workspace.log
 
+    def symtab(self, path: Path) -> KernelSymbolTable:
+        """A parent's symbol table, read once per run (a compressed .ko is unpacked into scratch first)."""
+        table = self.tables.get(path)
+        if table is None:
+            table = self.tables[path] = KernelSymbolTable.load(decompressed(path, self.scratch / "parents"))
+        return table
+
     def progress(self, message: str) -> None:
         self.stages.progress(message)
+
+
+def decompressed(path: Path, scratch: Path) -> Path:
+    """``path`` itself, or its content unpacked into ``scratch`` when it is a .xz/.gz/.zst module."""
+    if path.suffix not in (".xz", ".gz", ".zst"):
+        return path
+    scratch.mkdir(parents=True, exist_ok=True)
+    out = scratch / f"{abs(hash(str(path))):x}-{path.stem}"
+    if path.suffix == ".xz":
+        out.write_bytes(lzma.decompress(path.read_bytes()))
+    elif path.suffix == ".gz":
+        out.write_bytes(gzip.decompress(path.read_bytes()))
+    else:
+        proc = subprocess.run(["zstd", "-q", "-d", "-f", "-o", str(out), str(path)], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if proc.returncode != 0:
+            raise TreeError(f"cannot unpack {path}: {proc.stderr.strip() or 'zstd failed'}",
+                            hint="install zstd (apt-get install zstd)")
+    return out

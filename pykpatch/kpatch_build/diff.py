@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pykpatch.diff import run_diff
-from pykpatch.errors import NoChangeError, TreeError, UnsupportedChangeError
-from pykpatch.kbuild.objects import module_file, module_of_objects
+from pykpatch.errors import NoChangeError, UnsupportedChangeError
 from pykpatch.kpatch_build.context import BuildContext
 from pykpatch.kpatch_build.patched import ChangedObject
-from pykpatch.symtab import KernelSymbolTable, ModuleSymvers
+from pykpatch.kpatch_build.reach import Reached
+from pykpatch.symtab import ModuleSymvers
 
 
 @dataclass
@@ -31,19 +31,15 @@ class DiffOutputs:
     patched_functions: int = 0                        # klp_func entries in all outputs
 
 
-def diff_objects(ctx: BuildContext, vmlinux: Path, changed: list[ChangedObject],
-                 sizes: dict[str, int]) -> DiffOutputs:
+def diff_objects(ctx: BuildContext, reached: dict[str, Reached], changed: list[ChangedObject],
+                 sizes: dict[str, int], symvers_path: Path) -> DiffOutputs:
     ctx.stages.start("diff", f"diff: {len(changed)} changed object(s)")
-    tree = ctx.opts.srcdir
-    modules = module_of_objects(tree)
-    symvers_path = tree / "Module.symvers"
     symvers = ModuleSymvers.load(symvers_path) if symvers_path.exists() else None
-    tables: dict[Path, KernelSymbolTable] = {}
     result = DiffOutputs()
     reasons: list[str] = []
     for i, obj in enumerate(changed, 1):
-        parent, table_path = _parent_of(tree, obj.path, modules, vmlinux)
-        table = tables.get(table_path) or tables.setdefault(table_path, KernelSymbolTable.load(table_path))
+        parent = reached[obj.path].parent
+        table = ctx.symtab(reached[obj.path].symtab)
         out = ctx.scratch / "diff" / f"{i:03d}-{Path(obj.path).stem}.o"
         out.parent.mkdir(parents=True, exist_ok=True)
         ctx.progress(f"diff [{i}/{len(changed)}] {obj.path} (parent {parent})")
@@ -67,13 +63,3 @@ def diff_objects(ctx: BuildContext, vmlinux: Path, changed: list[ChangedObject],
     if not result.outputs:
         raise NoChangeError("no changed functions were found: the patch changes nothing that can be live patched")
     return result
-
-
-def _parent_of(tree: Path, obj: str, modules: dict[str, str], vmlinux: Path) -> tuple[str, Path]:
-    module = modules.get(obj)
-    if module is None:
-        return "vmlinux", vmlinux
-    ko = module_file(tree, obj, module)
-    if ko is None:
-        raise TreeError(f"{obj} belongs to module {module}, whose .ko was not built")
-    return module, ko

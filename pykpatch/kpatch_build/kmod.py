@@ -94,9 +94,9 @@ def write_build_dir(workdir: Path, name: str, diff_outputs: list[Path], replace:
     )
 
 
-def run_kbuild(tree: Path, workdir: Path, log: Path, jobs: int = 1) -> None:
+def run_kbuild(tree: Path, workdir: Path, log: Path, jobs: int = 1, variables: dict[str, str] | None = None) -> None:
     try:
-        run_make(tree, ["modules"], variables={"M": str(workdir)}, jobs=jobs, log=log,
+        run_make(tree, ["modules"], variables={**(variables or {}), "M": str(workdir)}, jobs=jobs, log=log,
                  what="building the livepatch module")
     except KbuildError as err:
         raise ModuleBuildError(err.message, hint=err.hint) from None
@@ -113,6 +113,7 @@ def build_module(
     keep: str | os.PathLike[str] | None = None,
     signing: Signing | None = None,
     workdir: str | os.PathLike[str] | None = None,
+    variables: dict[str, str] | None = None,
 ) -> ModuleResult:
     """Link diff outputs into module ``name`` (as given), convert it to the klp format, sign it if asked.
 
@@ -144,7 +145,7 @@ def build_module(
     log_p = Path(log) if log else workdir / "build.log"
     try:
         write_build_dir(workdir, modname, outputs, replace)
-        run_kbuild(tree_p, workdir, log_p, jobs)
+        run_kbuild(tree_p, workdir, log_p, jobs, variables)
         built = workdir / f"{modname}.ko"
         if not built.exists():
             raise ModuleBuildError(f"kbuild did not produce {built.name}; see {log_p}")

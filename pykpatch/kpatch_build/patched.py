@@ -28,8 +28,8 @@ from pathlib import Path
 
 from pykpatch.elf.constants import SHN
 from pykpatch.elf.reader import read_elf
-from pykpatch.errors import ElfFormatError, PatchError, TreeError, UnsupportedChangeError
-from pykpatch.kbuild.objects import ObjectIndex, object_files, split_other_images
+from pykpatch.errors import ElfFormatError, TreeError, UnsupportedChangeError
+from pykpatch.kbuild.objects import object_files
 from pykpatch.kbuild.tree import build_state_dirs, build_state_files
 from pykpatch.kpatch_build.check import PatchPlan
 from pykpatch.kpatch_build.context import BuildContext
@@ -44,24 +44,6 @@ class ChangedObject:
     path: str
     orig: Path
     patched: Path
-
-
-def objects_reached(ctx: BuildContext, files: list[str]) -> list[str]:
-    """The kernel and module objects built from, or including, the patched files."""
-    per_file = ObjectIndex(ctx.opts.srcdir).objects_for(files)
-    not_built = [f for f, objs in per_file.items() if not objs]
-    if not_built and len(not_built) == len(per_file):
-        raise PatchError(
-            "none of the patched files is compiled in this configuration: " + ", ".join(not_built),
-            hint="check the config (-c) or the patch",
-        )
-    objects, elsewhere = split_other_images(sorted({o for objs in per_file.values() for o in objs}))
-    if elsewhere:
-        ctx.progress(f"patched build: not live patchable, left alone: {', '.join(elsewhere)} "
-                     "(built into an image other than the kernel and its modules)")
-    if not objects:
-        raise PatchError("the patch only changes code of images that cannot be live patched: " + ", ".join(elsewhere))
-    return objects
 
 
 @contextlib.contextmanager
@@ -81,11 +63,10 @@ def restore_tree(ctx: BuildContext, journal: TreeJournal) -> None:
                  f"{len(report.removed)} removed)")
 
 
-def patched_build(ctx: BuildContext, plan: PatchPlan) -> list[ChangedObject]:
+def patched_build(ctx: BuildContext, plan: PatchPlan, objects: list[str]) -> list[ChangedObject]:
     """See the module docstring; returns the objects whose code differs."""
     ctx.stages.start("patched", "patched build: applying the patches and rebuilding what they touch")
-    tree = ctx.opts.srcdir
-    objects = objects_reached(ctx, plan.files)
+    tree = ctx.srcdir
     ctx.progress(f"patched build: {len(objects)} object(s) to rebuild "
                  f"({', '.join(objects[:5])}{'...' if len(objects) > 5 else ''})")
     orig_dir, patched_dir = ctx.scratch / "orig", ctx.scratch / "patched"

@@ -1,0 +1,91 @@
+"""Stage "guard": the original objects compiled here must be the running kernel's code.
+
+In the targeted route nothing of the tree was built before: the original
+objects are compiled now, from the distribution's source, config and
+compiler, and compared against what the distribution shipped.  If any of
+these differs (another source version, a config of another flavour, another
+gcc), the objects are not the kernel's and a live patch built from them
+could be wrong in ways no later stage detects.  Two checks per object,
+against its parent's symbol table (vmlinux or the module's .ko):
+
+- its FILE block of local symbols is found in the parent (kpatch's
+  ``find_local_syms``: the same statics, by name and type);
+- every function it defines that the parent has has the same size there.
+
+A mismatch stops the build naming the object and the symbols; building the
+whole tree (``--full-build``) and diffing against that build is the way out
+when the distribution's binaries cannot be matched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pykpatch.diff.lookup import LookupError_, ParentLookup
+from pykpatch.elf.constants import STB, STT
+from pykpatch.elf.model import ElfObject, Symbol
+from pykpatch.elf.reader import read_elf
+from pykpatch.errors import GuardError
+from pykpatch.kpatch_build.reach import Reached
+from pykpatch.symtab import KernelSymbolTable
+
+SHOWN = 4
+
+
+def _file_of(obj: ElfObject) -> dict[int, Symbol]:
+    current: Symbol | None = None
+    out: dict[int, Symbol] = {}
+    for sym in obj.symbols:
+        if sym.type == STT.FILE:
+            current = sym
+        elif sym.bind == STB.LOCAL and current is not None:
+            out[id(sym)] = current
+    return out
+
+
+def size_mismatches(obj: ElfObject, lookup: ParentLookup) -> list[str]:
+    """'name (N here, M in the kernel)' for each defined function whose size the parent disagrees with."""
+    file_of = _file_of(obj)
+    out = []
+    for sym in obj.symbols:
+        if sym.type != STT.FUNC or sym.section is None:
+            continue
+        found = lookup.lookup(sym, file_of.get(id(sym)))
+        if found is not None and found.size and found.size != sym.size:
+            out.append(f"{sym.name} ({sym.size} bytes here, {found.size} in {lookup.objname})")
+    return out
+
+
+def check_object(path: Path, reached: Reached, table: KernelSymbolTable) -> str | None:
+    """One problem line for an original object that is not the kernel's code, or None."""
+    obj = read_elf(path)
+    lookup = ParentLookup(table, reached.parent)
+    try:
+        lookup.match_file_blocks(obj, reached.obj)
+    except LookupError_ as err:
+        return f"{reached.obj}: its local symbols are not those of {reached.parent} ({err.message})"
+    bad = size_mismatches(obj, lookup)
+    if bad:
+        more = f" and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+        return f"{reached.obj}: functions differ in size from {reached.parent}: {', '.join(bad[:SHOWN])}{more}"
+    return None
+
+
+def guard_originals(reached: list[Reached], orig_dir: Path, symtab: Callable[[Path], KernelSymbolTable],
+                    progress: Callable[[str], None]) -> None:
+    problems = []
+    for r in reached:
+        problem = check_object(orig_dir / r.obj, r, symtab(r.symtab))
+        if problem:
+            problems.append(problem)
+    if problems:
+        for p in problems:
+            progress(f"  mismatch: {p}")
+        raise GuardError(
+            f"{len(problems)} original object(s) compiled here are not the running kernel's code: "
+            + "; ".join(problems[:2]),
+            hint="the source, config or compiler differs from the kernel's; use the kernel's own sources and "
+                 "config, or --full-build to build the tree and patch against that build",
+        )
+    progress(f"guard: {len(reached)} original object(s) match the kernel's symbols and function sizes")
