@@ -52,13 +52,16 @@ class HypothesisDraw:
     def __init__(self, data) -> None:
         from hypothesis import strategies as st
 
-        self.data, self.st = data, st
+        self.data = data
+        # One strategy drawn and folded into each range: building st.integers(lo, hi)
+        # anew for every draw costs more than the case being tested.
+        self.word = st.integers(0, 2**64 - 1)
 
     def integer(self, lo: int, hi: int) -> int:
-        return self.data.draw(self.st.integers(lo, hi))
+        return lo + self.data.draw(self.word) % (hi - lo + 1)
 
     def boolean(self) -> bool:
-        return self.data.draw(self.st.booleans())
+        return self.integer(0, 1) == 1
 
     def pick(self, items: Sequence[T]) -> T:
         return items[self.integer(0, len(items) - 1)]

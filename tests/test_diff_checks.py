@@ -41,12 +41,21 @@ def diff_damaged(tmp_path, corpus_dir, corpus_cases, name, edit, expect=Pykpatch
     return err.value
 
 
-def test_relocation_section_whose_type_changed_is_refused(tmp_path, corpus_dir, corpus_cases):
-    """Was: AttributeError in correlate.py (the static-local pass read the twin's relocations)."""
+SHT_GNU_ATTRIBUTES = 0x6FFFFFF5
+
+
+@pytest.mark.parametrize("new_type,expect", [(SHT_GNU_ATTRIBUTES, UnsupportedChangeError),
+                                             (SHT.PROGBITS, DiffInputError)])
+def test_relocation_section_whose_type_changed_is_refused(tmp_path, corpus_dir, corpus_cases, new_type, expect):
+    """Was: AttributeError in correlate.py (the static-local pass read the twin's relocations).
+
+    As a plain PROGBITS section its sh_link (.symtab) breaks the gABI: refused as input; as an
+    OS-specific type it reaches the diff, which pairs it by name and finds the headers differ.
+    """
     err = diff_damaged(tmp_path, corpus_dir, corpus_cases, "gcc-static-local-var-3",
-                       lambda e: e.set_header(".rela.text.run_cmd", "sh_type", SHT.PROGBITS),
-                       expect=UnsupportedChangeError)
-    assert any(".rela.text.run_cmd" in r and "header details" in r for r in err.reasons), err.reasons
+                       lambda e: e.set_header(".rela.text.run_cmd", "sh_type", new_type), expect=expect)
+    reasons = err.reasons if isinstance(err, UnsupportedChangeError) else [str(err)]
+    assert any(".rela.text.run_cmd" in r for r in reasons), reasons
 
 
 def test_relocation_outside_its_section_is_refused(tmp_path, corpus_dir, corpus_cases):
@@ -79,6 +88,17 @@ def test_section_alignment_the_writer_cannot_honour_is_refused(tmp_path, corpus_
                        lambda e: e.set_header(".text.cmdline_proc_show", "sh_addralign", 1 << 20),
                        expect=DiffInputError)
     assert ".text.cmdline_proc_show" in str(err) and "alignment" in str(err)
+
+
+def test_code_referring_to_mcount_loc_is_refused(tmp_path, corpus_dir, corpus_cases):
+    """Was: DiffOutputError (a relocation to the __mcount_loc the output rebuilds) for a valid type."""
+    def to_mcount_loc(editor):
+        section = ".rela.text.show_val_kb"
+        index = editor.parse().find_section("__mcount_loc").symbol.index
+        editor.set_relocation(0, "r_info", index << 32 | editor.relocation(0, section)[1] & 0xFFFFFFFF, section)
+
+    err = diff_damaged(tmp_path, corpus_dir, corpus_cases, "data-new", to_mcount_loc, expect=DiffInputError)
+    assert ".rela.text.show_val_kb" in str(err) and "__mcount_loc" in str(err)
 
 
 # -- the output validation, on outputs corrupted after they were built ------------------------------

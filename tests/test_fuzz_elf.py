@@ -46,7 +46,7 @@ def built_seed(elf_class: int, data: int, machine: int) -> bytes:
     word = 8 if elf_class == ElfClass.ELFCLASS64 else 4
     group = obj.add_section(GroupSection(".group", align=4, entsize=4))
     text = obj.add_section(Section(".text", SHT.PROGBITS, SHF.ALLOC | SHF.EXECINSTR | SHF.GROUP, bytes(32), align=16))
-    dat = obj.add_section(Section(".data", SHT.PROGBITS, SHF.ALLOC | SHF.WRITE, bytes(16), align=word))
+    dat = obj.add_section(Section(".data", SHT.PROGBITS, SHF.ALLOC | SHF.WRITE, bytes(4 * word), align=word))
     strtab = obj.add_section(StringTableSection(".strtab", type=SHT.STRTAB))
     obj.symtab = obj.add_section(SymbolTableSection(".symtab", type=SHT.SYMTAB, align=word, link=strtab,
                                                     entsize=obj.layout.sym.size))

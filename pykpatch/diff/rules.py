@@ -12,6 +12,9 @@ from pykpatch.elf.constants import SHF, SHT, STB, STT
 from pykpatch.elf.model import Section, Symbol
 
 _NUMBERED = re.compile(r"\.\d+")
+# SYSCALL_DEFINEn(name) expands (arch/x86/include/asm/syscall_wrapper.h, Linux 4.17+) into
+# __x64_sys_name / __ia32_sys_name stubs, __se_sys_name and the body __do_sys_name (compat: _compat_).
+_SYSCALL_PART = re.compile(r"__(do|se|x64|ia32|x32)_(compat_)?sys_")
 # __UNIQUE_ID_ddebug1130 / __UNIQUE_ID___addressable_foo1639: the counter is
 # glued to the name; it shifts whenever an earlier unique ID is added (kpatch PR #1314).
 _UNIQUE_ID = re.compile(r"(__UNIQUE_ID_[A-Za-z0-9_]*?)\d+(?=\.|$)")
@@ -181,6 +184,13 @@ def is_data_section_name(name: str) -> bool:
     if name in (".data.unlikely", ".data.once"):
         return False
     return name.startswith(".data") or name.startswith(".bss")
+
+
+def is_syscall_body(name: str) -> bool:
+    """A function SYSCALL_DEFINEn generated: when ``__do_sys_foo`` is kept out of line it is
+    ``static inline``, hence notrace, and has no ftrace hook; kpatch-syscall.h's
+    KPATCH_SYSCALL_DEFINEn makes the body a new function instead (README)."""
+    return _SYSCALL_PART.match(name) is not None
 
 
 def is_init_section_name(name: str) -> bool:

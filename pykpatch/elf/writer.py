@@ -68,7 +68,11 @@ def ordered_symbols(obj: ElfObject) -> list[Symbol]:
 
 def write_elf(obj: ElfObject, path: str | os.PathLike) -> None:
     """Write ``obj`` to ``path`` (atomically: a temporary file renamed into place)."""
-    blob = serialize(obj)
+    write_bytes(serialize(obj), path)
+
+
+def write_bytes(blob: bytes, path: str | os.PathLike) -> None:
+    """Write bytes already serialized (and checked by the caller) to ``path``, as ``write_elf`` does."""
     path_s = os.fspath(path)
     tmp = f"{path_s}.tmp{os.getpid()}"
     with open(tmp, "wb") as fh:
