@@ -169,13 +169,14 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
 
 def find_string_targets(facts: ObjectFacts, arch: ArchInfo) -> None:
     """Record the literal each string-section relocation points at, to compare by content."""
+    strings = {sec for sec in facts.obj.sections if rules.is_string_section(sec)}  # once, not per relocation
     for relsec in facts.obj.relocation_sections():
         if relsec.relocations is None or not isinstance(relsec.info, Section):
             continue
         text = rules.is_text(relsec.target)
         for rel in relsec.relocations:
             sym = rel.symbol
-            if sym is None or not rules.is_string_section(sym.section):
+            if sym is None or sym.section not in strings:
                 continue
             offset = sym.value + rel.addend
             if text and arch.is_pcrel(rel.type):

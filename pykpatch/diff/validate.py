@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import os
 import struct
-from collections import Counter
 from collections.abc import Callable
+from operator import attrgetter
 
 from pykpatch.diff.analyze import DiffInputError
 from pykpatch.diff.output import FUNC_RECORD, FUNCS_SECTION
@@ -54,8 +54,11 @@ def check_input(obj: ElfObject, arch: ArchInfo) -> None:
 
 
 def input_problems(obj: ElfObject, arch: ArchInfo) -> list[str]:
-    return (link_problems(obj) + relocation_type_problems(obj, arch) + reserved_index_problems(obj)
-            + alignment_problems(obj) + shared_target_problems(obj))
+    return (link_problems(obj) + relocation_type_problems(obj, arch) + shared_target_problems(obj)
+            + reserved_index_problems(obj) + alignment_problems(obj))
+
+
+_TYPE = attrgetter("type")
 
 
 def relocation_type_problems(obj: ElfObject, arch: ArchInfo) -> list[str]:
@@ -65,13 +68,12 @@ def relocation_type_problems(obj: ElfObject, arch: ArchInfo) -> list[str]:
     ``.rela.text.*``: the module would fail to load ("Unknown rela relocation").
     """
     problems = []
-    for relsec in obj.relocation_sections():
-        if not relsec.relocations:
+    defined = arch.relocs.keys()
+    for relsec in obj.sections:
+        if not isinstance(relsec, RelocationSection) or not relsec.relocations:
             continue
-        target = relsec.info if isinstance(relsec.info, Section) else None
-        loaded = target is not None and target.is_alloc
-        allowed = arch.module_types if loaded else arch.relocs.keys()
-        bad = {r.type for r in relsec.relocations} - allowed
+        loaded = isinstance(relsec.info, Section) and relsec.info.is_alloc
+        bad = set(map(_TYPE, relsec.relocations)) - (arch.module_types if loaded else defined)
         if bad:
             rtype = min(bad)
             first = next(r for r in relsec.relocations if r.type == rtype)
@@ -79,6 +81,14 @@ def relocation_type_problems(obj: ElfObject, arch: ArchInfo) -> list[str]:
                    else f"not an {arch.name} relocation type")
             problems.append(f"{relsec.name}: relocation type {arch.reloc_name(rtype)} at {first.offset:#x}: {why}")
     return problems
+
+
+def shared_target_problems(obj: ElfObject) -> list[str]:
+    """One relocation section per section: the model, like kpatch's, keeps one (``Section.rela``,
+    which the reader points at the last; any other relocation section of that target is extra)."""
+    return [f"section {s.info.name} has more than one relocation section ({s.name}, {s.info.rela.name})"
+            for s in obj.relocation_sections() if isinstance(s.info, Section) and s.info.rela is not s
+            and s.info.rela is not None]
 
 
 def reserved_index_problems(obj: ElfObject) -> list[str]:
@@ -95,14 +105,6 @@ def alignment_problems(obj: ElfObject) -> list[str]:
     """Alignments past the writer's limit are damage (a kernel object aligns to a page at most)."""
     return [f"section {sec.name}: alignment {sec.align:#x} is larger than {MAX_ALIGN:#x}"
             for sec in obj.sections if sec.align > MAX_ALIGN]
-
-
-def shared_target_problems(obj: ElfObject) -> list[str]:
-    """One relocation section per section: the model, like kpatch's, keeps one (``Section.rela``)."""
-    count = Counter(id(s.info) for s in obj.relocation_sections() if isinstance(s.info, Section))
-    return [f"section {s.info.name} has more than one relocation section"
-            for s in obj.relocation_sections() if isinstance(s.info, Section) and count[id(s.info)] > 1
-            and s.info.rela is not s]
 
 
 # -- outputs ------------------------------------------------------------------------------------------
