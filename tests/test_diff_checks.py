@@ -101,6 +101,13 @@ def test_code_referring_to_mcount_loc_is_refused(tmp_path, corpus_dir, corpus_ca
     assert ".rela.text.show_val_kb" in str(err) and "__mcount_loc" in str(err)
 
 
+def test_relocation_straddling_two_special_section_entries_is_refused(tmp_path, corpus_dir, corpus_cases):
+    """Was: DiffOutputError, a relocation at 0x2 of a regenerated 4-byte .return_sites (fuzz seed 1)."""
+    err = diff_damaged(tmp_path, corpus_dir, corpus_cases, "import-ns",
+                       lambda e: e.set_relocation(1, "r_offset", 2, ".rela.return_sites"), expect=DiffInputError)
+    assert ".return_sites" in str(err) and "0x2" in str(err)
+
+
 # -- the output validation, on outputs corrupted after they were built ------------------------------
 
 def corrupted_run(monkeypatch, tmp_path, corpus_dir, corpus_cases, name, corrupt):

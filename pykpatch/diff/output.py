@@ -46,6 +46,7 @@ included functions so ftrace knows their entry points.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 
@@ -296,7 +297,8 @@ def _refuse_references_into(st: DiffState, out: ElfObject, doomed: list[Section]
             continue
         for rel in relsec.relocations or ():
             if rel.symbol is not None and rel.symbol.section in doomed:
-                raise DiffInputError(f"{st.name}: {relsec.name} refers to {rel.symbol.section.name}, "
+                raise DiffInputError(f"{os.path.basename(st.patched.obj.path)}: {relsec.name} refers to "
+                                     f"{rel.symbol.section.name}, "
                                      "which only ftrace reads and the output rebuilds")
 
 
