@@ -59,7 +59,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--corpus", default=str(REPO.parent / "shared/corpus/x86_64"))
     ap.add_argument("--elf", type=int, default=4000, help="ELF reader/writer cases")
-    ap.add_argument("--diff", type=int, default=6000, help="diff cases")
+    ap.add_argument("--diff", type=int, default=10000, help="diff cases")
     ap.add_argument("--seed", default="0")
     ap.add_argument("--time-limit", type=float, default=20.0, help="seconds per case before it counts as a hang")
     ap.add_argument("--show", type=int, default=10, help="failures to print in full")
