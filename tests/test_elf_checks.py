@@ -151,6 +151,14 @@ def test_sh_link_and_sh_info_allowed_by_their_flags_are_read():
     assert link_problems(obj) == []
 
 
+def test_symbol_table_sh_info_stays_a_symbol_index_under_shf_info_link():
+    """Was: a damaged .symtab with SHF_INFO_LINK read its sh_info as a section (fuzz seed 3)."""
+    obj = Blob(small_object()).set_header(".symtab", "sh_flags", SHF.INFO_LINK).parse()
+    assert obj.symtab.info == 1 and symbol_order_problems(obj) == []
+    problems = link_problems(obj)
+    assert len(problems) == 1 and ".symtab" in problems[0] and "symbol index" in problems[0], problems
+
+
 def test_symbol_order_of_a_written_object_is_right():
     blob = Blob(small_object())
     assert symbol_order_problems(blob.parse()) == []

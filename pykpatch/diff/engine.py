@@ -20,7 +20,7 @@ from pykpatch.diff.lookup import ParentLookup
 from pykpatch.diff.output import build_output
 from pykpatch.diff.special import STRUCT_SIZE_VARIABLES, SpecialSectionFilter
 from pykpatch.diff.state import DiffState, Status
-from pykpatch.diff.validate import ParentSymbols, check_input, validate_output
+from pykpatch.diff.validate import ParentSymbols, check_copied_relocations, check_input, validate_output
 from pykpatch.elf.arch import arch_for
 from pykpatch.elf.constants import ET, STB, STT
 from pykpatch.elf.model import ElfObject
@@ -142,6 +142,7 @@ def run_diff(
     plan = build_output(st, lookup, parent)
     if st.errors:
         raise UnsupportedChangeError(st.errors, f"{name}: {len(st.errors)} unsupported change(s)")
+    check_copied_relocations(plan.obj, [k.type for k in plan.klp_relocs], arch, patched)
     result.funcs = [{"name": f.name, "objname": f.objname, "sympos": f.sympos} for f in plan.funcs]
     seen = set()
     for k in plan.klp_relocs:

@@ -2,12 +2,14 @@
 
 Inputs (``check_input``, right after reading): the reader has already
 refused what no ELF file may hold; on top of that a kernel object the diff
-can turn into a live patch uses only relocation types the kernel's module
-loader applies (in allocated sections) or the machine defines (in debug
-sections), keeps the gABI's sh_link/sh_info rules, no processor-specific
-section indexes, alignments the writer can honour, and at most one
-relocation section per section.  A damaged object fails here with
-``DiffInputError`` naming the file, the section and the problem.
+can turn into a live patch keeps the gABI's sh_link/sh_info rules, no
+processor-specific section indexes, alignments the writer can honour, and
+at most one relocation section per section.  The relocations the output
+copies from the patched object use only types the kernel's module loader
+applies (allocated sections) or the machine defines (debug sections)
+(``check_copied_relocations``, once the output is planned).  A damaged
+object fails with ``DiffInputError`` naming the file, the section and the
+problem.
 
 Outputs (``validate_output``, just before writing): the serialized bytes
 are read back with the reader (every relocation inside its section, every
@@ -54,8 +56,23 @@ def check_input(obj: ElfObject, arch: ArchInfo) -> None:
 
 
 def input_problems(obj: ElfObject, arch: ArchInfo) -> list[str]:
-    return (link_problems(obj) + relocation_type_problems(obj, arch) + shared_target_problems(obj)
-            + reserved_index_problems(obj) + alignment_problems(obj))
+    return link_problems(obj) + shared_target_problems(obj) + reserved_index_problems(obj) + alignment_problems(obj)
+
+
+def check_copied_relocations(obj: ElfObject, klp_types: list[int], arch: ArchInfo, patched: ElfObject) -> None:
+    """Relocation types reach the output as the patched object has them: refuse one the module loader
+    cannot apply, as an input problem.
+
+    Checked on the output (a few sections) rather than on the whole input
+    (~100k relocations): a bad type in code the patch does not carry is harmless.
+    """
+    problems = relocation_type_problems(obj, arch)
+    problems += [f"livepatch relocation of type {arch.reloc_name(t)}: the kernel's module loader does not apply it"
+                 for t in sorted(set(klp_types) - arch.module_types)]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise DiffInputError(f"{os.path.basename(patched.path)}: {problems[0]}{more}",
+                             hint="the object is damaged or was not built as kernel code")
 
 
 _TYPE = attrgetter("type")
@@ -225,4 +242,4 @@ def _record_string(rel: Relocation | None) -> str | None:
         return None
 
 
-__all__ = ["ParentSymbols", "check_input", "input_problems", "output_problems", "validate_output"]
+__all__ = ["ParentSymbols", "check_copied_relocations", "check_input", "input_problems", "output_problems", "validate_output"]

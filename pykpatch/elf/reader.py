@@ -240,8 +240,9 @@ class _Parser:
                 sec.link = self.section_ref(sections, raw.link, f"section {sec.name!r} sh_link")
             if isinstance(sec, RelocationSection):
                 self.link_relocation_section(raw, sec, sections)
-            elif isinstance(sec, GroupSection):
-                sec.info = raw.info  # the signature's symbol index (decode_groups), even with SHF_INFO_LINK set
+            elif isinstance(sec, (GroupSection, SymbolTableSection)) or raw.type == SHT.DYNSYM:
+                # A symbol index (the group's signature, a table's first non-local), even with SHF_INFO_LINK set
+                sec.info = raw.info
             elif raw.flags & SHF.INFO_LINK and raw.info:
                 sec.info = self.section_ref(sections, raw.info, f"section {sec.name!r} sh_info")
             else:

@@ -20,15 +20,21 @@ from pykpatch.elf.model import ElfObject, Section
 PLAIN_TYPES = frozenset({SHT.PROGBITS, SHT.NOBITS, SHT.NOTE, SHT.STRTAB, SHT.INIT_ARRAY, SHT.FINI_ARRAY,
                          SHT.PREINIT_ARRAY})
 
+# Section types whose sh_info holds a symbol index (first non-local symbol, group signature).
+SYMBOL_INDEX_INFO = frozenset({SHT.SYMTAB, SHT.DYNSYM, SHT.GROUP})
+
 
 def link_problems(obj: ElfObject) -> list[str]:
-    """sh_link / sh_info of plain sections: 0, or a section when their flag says so.
+    """sh_link / sh_info of plain sections: 0, or a section when their flag says so; no SHF_INFO_LINK
+    where sh_info is a symbol index.
 
     The fuzzer's diff outputs kept a ``.text`` with a random sh_link and a
     ``.strtab`` with a random sh_info, copied from a damaged input.
     """
     problems = []
     for sec in obj.sections:
+        if sec.type in SYMBOL_INDEX_INFO and sec.flags & SHF.INFO_LINK:
+            problems.append(f"section {sec.name}: SHF_INFO_LINK, but its sh_info is a symbol index")
         if sec.type not in PLAIN_TYPES:
             continue
         if sec.flags & SHF.LINK_ORDER:
