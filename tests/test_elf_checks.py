@@ -173,6 +173,13 @@ def test_second_symbol_table_is_refused():
     refused(blob.set_header(".data", "sh_type", SHT.SYMTAB), "more than one symbol table", ".data", ".symtab")
 
 
+def test_null_section_header_claiming_to_be_a_symbol_table_is_no_symbol_table():
+    """Header 0 describes no section (an AssertionError while this check was being written, fuzz seed 4)."""
+    blob = Blob(small_object())
+    blob.view.put(blob.bytes, blob.view.shoff + 4, "I", SHT.SYMTAB)  # sh_type of header 0
+    assert blob.parse().symtab.name == ".symtab"
+
+
 def test_section_name_table_must_be_a_string_table():
     blob = Blob(small_object())
     struct.pack_into("<H", blob.bytes, 0x3E, blob.index[".data"])  # e_shstrndx

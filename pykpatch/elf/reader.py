@@ -267,7 +267,7 @@ class _Parser:
     # -- symbols ----------------------------------------------------------------
     def read_symbols(self, raws: list[_Raw], sections: list[Section]) -> tuple[SymbolTableSection | None, list[Symbol]]:
         layout = self.layout
-        tables = [i for i, r in enumerate(raws) if r.type == SHT.SYMTAB]
+        tables = [i for i in range(1, len(raws)) if raws[i].type == SHT.SYMTAB]  # header 0 is no section
         if not tables:
             return None, []
         if len(tables) > 1:  # gABI: "an object file may have only one section of each type"
