@@ -152,14 +152,12 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
             if by_sec is None:
                 by_sec = _symbols_by_section(facts.obj)
             target_sec = sym.section
+            # A data reference just past the section's end (an array's end marker) means its last object.
+            end_marker = (not rules.is_text(target_sec) and rel.addend == target_sec.size
+                          and arch.reloc_name(rel.type) == "R_X86_64_32S")
             for cand in by_sec.get(target_sec, ()):
                 start, end = cand.value, cand.value + cand.size
-                at_end = (
-                    not rules.is_text(target_sec)
-                    and arch.reloc_name(rel.type) == "R_X86_64_32S"
-                    and rel.addend == target_sec.size
-                    and end == target_sec.size
-                )
+                at_end = end_marker and end == target_sec.size
                 if not at_end and not (start <= rel.addend + add_off < end):
                     continue
                 rel.symbol = cand

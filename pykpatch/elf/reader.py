@@ -291,12 +291,13 @@ class _Parser:
         nsec = len(sections)
         # In a relocatable object st_value is an offset into the section: it must lie inside it.
         sizes = [r.size for r in raws] if self.e_type == ET.REL else None
-        unpack = layout.unpack_sym
         string = self.string
-        for i, rawsym in enumerate(layout.sym.iter_unpack(symtab.data)):
+        rows = layout.sym.iter_unpack(symtab.data)
+        if not layout.is64:  # ELF32 field order, normalized once here rather than per call (ElfLayout.unpack_sym)
+            rows = ((n, i, o, x, v, s) for n, v, s, i, o, x in rows)
+        for i, (st_name, info, other, shndx, value, size) in enumerate(rows):
             if i == 0:
                 continue
-            st_name, info, other, shndx, value, size = unpack(rawsym)
             sym = Symbol(string(names, st_name, f"symbol [{i}] name"), info >> 4, info & 0xF,
                          None, value, size, other, shndx)
             sym.index = i

@@ -153,12 +153,15 @@ class _Writer:
         return contents
 
     def symtab_bytes(self, symbols: list[Symbol], names: StringTableBuilder) -> tuple[bytes, list[int]]:
-        pack = self.layout.pack_sym
+        pack = self.layout.sym.pack if self.layout.is64 else self.layout.pack_sym  # the ELF64 order is the file's
         out = [pack(0, 0, 0, 0, 0, 0)]
         xindex = [0]
+        section_ids = self.section_ids
         for sym in symbols:
             if sym.section is not None:
-                shndx = self.check_section(sym.section, f"symbol {sym.name!r}")
+                # (the message of check_section is only built for a section that is missing)
+                shndx = sym.section.index if id(sym.section) in section_ids else self.check_section(
+                    sym.section, f"symbol {sym.name!r}")
                 if shndx >= SHN.LORESERVE:
                     xindex.append(shndx)
                     shndx = SHN.XINDEX
