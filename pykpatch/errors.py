@@ -175,3 +175,25 @@ class GuardError(PykpatchError):
 
 class ConfigError(PykpatchError):
     """The kernel configuration does not fit the source tree, or would need answers nobody can give."""
+
+
+class DiffOutputError(PykpatchError):
+    """The diff built an output that fails its own validation: an internal error, never a written file.
+
+    Raised just before writing when the output object would have a
+    relocation outside its section, a wrong ``sh_link``/``sh_info``, or a
+    livepatch relocation or patched function that does not resolve in the
+    parent's symbol table with its recorded ``sympos``.  Input the diff
+    should refuse is refused earlier with its own error; reaching this one
+    means a bug in pykpatch.  ``problems`` holds one line per defect found.
+    """
+
+    def __init__(self, name: str, problems: list[str]) -> None:
+        shown = "; ".join(problems[:3])
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        super().__init__(
+            f"{name}: internal error: the diff output failed validation, nothing was written: {shown}{more}",
+            hint="this is a pykpatch bug: please report it with the two objects",
+        )
+        self.name = name
+        self.problems = list(problems)

@@ -118,6 +118,37 @@ def test_changed_init_code_is_refused(cc, tmp_path):
     assert any(".init.text" in r and "boot" in r for r in err.value.reasons)
 
 
+INIT_SRC = """
+    int state, other, limit = 10;
+    __attribute__((section(".init.text"), noinline)) int console_setup(char *s) { state = s[0]; return 1; }
+    __attribute__((section(".init.text"), noinline)) int other_setup(char *s) { other = s[1]; return 1; }
+    int __attribute__((noinline)) get(void) { return state + other + limit; }
+"""
+
+
+def test_changed_init_function_is_named_and_counted_once(cc, tmp_path):
+    """One changed __init function is one problem, named by function, not .init.text + .rela.init.text."""
+    patched = INIT_SRC.replace("state = s[0];", "state = s[0] * 3 + 1;")
+    with pytest.raises(UnsupportedChangeError) as err:
+        diff(cc, tmp_path, INIT_SRC, patched)
+    assert len(err.value.reasons) == 1, err.value.reasons
+    reason = err.value.reasons[0]
+    assert "console_setup" in reason and ".init.text" in reason and "boot" in reason, reason
+    assert "other_setup" not in reason
+    assert "1 unsupported change(s)" in str(err.value)
+
+
+def test_init_change_and_another_problem_are_two_problems(cc, tmp_path):
+    """The issue's case: a changed __init function plus changed data were reported as 3 problems."""
+    patched = INIT_SRC.replace("state = s[0];", "state = s[0] * 3 + 1;").replace("limit = 10", "limit = 20")
+    with pytest.raises(UnsupportedChangeError) as err:
+        diff(cc, tmp_path, INIT_SRC, patched)
+    assert len(err.value.reasons) == 2, err.value.reasons
+    assert any("console_setup" in r for r in err.value.reasons)
+    assert any(".data.limit" in r for r in err.value.reasons)
+    assert "2 unsupported change(s)" in str(err.value)
+
+
 def test_no_change(cc, tmp_path):
     with pytest.raises(NoChangeError):
         diff(cc, tmp_path, BASE, BASE + "\n\n")
@@ -129,6 +160,26 @@ def test_function_without_ftrace_hook_is_refused(cc, tmp_path):
     with pytest.raises(UnsupportedChangeError) as err:
         diff(cc, tmp_path, src, patched)
     assert any("raw" in r and "ftrace" in r for r in err.value.reasons)
+    assert not any("KPATCH_SYSCALL_DEFINE" in r for r in err.value.reasons)
+
+
+# SYSCALL_DEFINE1(demo, int, fd) as arch/x86/include/asm/syscall_wrapper.h expands it, with the inner
+# function kept out of line: the kernel's 'inline' implies notrace, so __do_sys_demo has no hook.
+SYSCALL_SRC = """
+    struct pt_regs { long di; };
+    static inline __attribute__((noinline, no_instrument_function)) long __do_sys_demo(int fd) { return fd + 1; }
+    static long __attribute__((noinline)) __se_sys_demo(long fd) { return __do_sys_demo((int)fd); }
+    long __x64_sys_demo(const struct pt_regs *regs) { return __se_sys_demo(regs->di); }
+"""
+
+
+def test_syscall_without_ftrace_hook_points_to_kpatch_syscall_define(cc, tmp_path):
+    """README: patch a system call with KPATCH_SYSCALL_DEFINEn; the refusal must say so."""
+    patched = SYSCALL_SRC.replace("return fd + 1;", "return fd * 3 + 1;")
+    with pytest.raises(UnsupportedChangeError) as err:
+        diff(cc, tmp_path, SYSCALL_SRC, patched)
+    reason, = [r for r in err.value.reasons if "__do_sys_demo" in r]
+    assert "ftrace" in reason and "KPATCH_SYSCALL_DEFINE" in reason and "kpatch-syscall.h" in reason, reason
 
 
 def test_new_global_variable_is_included(cc, tmp_path):

@@ -152,14 +152,12 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
             if by_sec is None:
                 by_sec = _symbols_by_section(facts.obj)
             target_sec = sym.section
+            # A data reference just past the section's end (an array's end marker) means its last object.
+            end_marker = (not rules.is_text(target_sec) and rel.addend == target_sec.size
+                          and arch.reloc_name(rel.type) == "R_X86_64_32S")
             for cand in by_sec.get(target_sec, ()):
                 start, end = cand.value, cand.value + cand.size
-                at_end = (
-                    not rules.is_text(target_sec)
-                    and arch.reloc_name(rel.type) == "R_X86_64_32S"
-                    and rel.addend == target_sec.size
-                    and end == target_sec.size
-                )
+                at_end = end_marker and end == target_sec.size
                 if not at_end and not (start <= rel.addend + add_off < end):
                     continue
                 rel.symbol = cand
@@ -169,13 +167,14 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
 
 def find_string_targets(facts: ObjectFacts, arch: ArchInfo) -> None:
     """Record the literal each string-section relocation points at, to compare by content."""
+    strings = {sec for sec in facts.obj.sections if rules.is_string_section(sec)}  # once, not per relocation
     for relsec in facts.obj.relocation_sections():
         if relsec.relocations is None or not isinstance(relsec.info, Section):
             continue
         text = rules.is_text(relsec.target)
         for rel in relsec.relocations:
             sym = rel.symbol
-            if sym is None or not rules.is_string_section(sym.section):
+            if sym is None or sym.section not in strings:
                 continue
             offset = sym.value + rel.addend
             if text and arch.is_pcrel(rel.type):

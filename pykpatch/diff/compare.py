@@ -19,8 +19,9 @@ REBUILT_SECTIONS = frozenset({"__mcount_loc", ".rela__mcount_loc",
                               "__patchable_function_entries", ".rela__patchable_function_entries"})
 
 
-def relocations_equal(st: DiffState, r1: Relocation, r2: Relocation) -> bool:
-    if r1.type != r2.type or r1.offset != r2.offset:
+def relocations_equal(st: DiffState, r1: Relocation, r2: Relocation, shift: int = 0) -> bool:
+    """Same relocation, ``r2`` being ``shift`` bytes further into its section than ``r1``."""
+    if r1.type != r2.type or r1.offset + shift != r2.offset:
         return False
     s1, s2 = r1.symbol, r2.symbol
     if s1 is None or s2 is None:
@@ -37,6 +38,29 @@ def relocations_equal(st: DiffState, r1: Relocation, r2: Relocation) -> bool:
     n1 = s1.section.name if s1.type == STT.SECTION and s1.section is not None else s1.name
     n2 = s2.section.name if s2.type == STT.SECTION and s2.section is not None else s2.name
     return rules.mangled_equal(n1, n2)
+
+
+def _relocations_within(sec: Section, start: int, size: int) -> list[Relocation]:
+    rela = sec.rela
+    return sorted((r for r in (rela.relocations or ()) if start <= r.offset < start + size),
+                  key=lambda r: r.offset) if rela is not None else []
+
+
+def function_changed(st: DiffState, a: Symbol, b: Symbol) -> bool:
+    """Does function ``b`` differ from its twin ``a``, judged on its own bytes and relocations?
+
+    For sections holding several functions (``.init.text``: ``__init`` has no
+    -ffunction-sections section of its own), where the section's status
+    cannot say which of them changed.  Offsets count from each function's start.
+    """
+    sa, sb = a.section, b.section
+    if sa is None or sb is None or a.size != b.size:
+        return True
+    if sa.data[a.value:a.value + a.size] != sb.data[b.value:b.value + b.size]:
+        return True
+    ra, rb = _relocations_within(sa, a.value, a.size), _relocations_within(sb, b.value, b.size)
+    shift = b.value - a.value
+    return len(ra) != len(rb) or not all(relocations_equal(st, r1, r2, shift) for r1, r2 in zip(ra, rb))
 
 
 def compare_relocation_sections(st: DiffState, a: RelocationSection, b: RelocationSection) -> Status:

@@ -174,7 +174,7 @@ def _static_twin(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbo
             parent = _correlated_parent(st, owner)
             if parent is not None and parent.section is not None and parent.section.rela is not None:
                 relsec = parent.section.rela
-    twin = st.twin.get(relsec)
+    twin = _relocation_twin(st, relsec)
     if twin is None:
         return None
     found = _find_uncorrelated_reference(st, twin, sym)
@@ -185,6 +185,13 @@ def _static_twin(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbo
     if owner is not None:
         return _find_in_children(st, owner, sym)
     return None
+
+
+def _relocation_twin(st: DiffState, relsec: RelocationSection) -> RelocationSection | None:
+    """The twin of a relocation section, if it is one: a patched ``.rela.text.foo`` whose sh_type
+    changed pairs by name (compare then reports the differing headers) but holds no references."""
+    twin = st.twin.get(relsec)
+    return twin if isinstance(twin, RelocationSection) else None
 
 
 def _has_reference_to(st: DiffState, relsec: RelocationSection, target: Symbol) -> bool:
@@ -259,7 +266,7 @@ def correlate_static_locals(st: DiffState) -> None:
                 if parent is not None and parent.section is not None and parent.section.rela is not None:
                     target = parent.section.rela
             twin_sym = st.twin.get(sym)
-            twin_sec = st.twin.get(target)
+            twin_sec = _relocation_twin(st, target)
             if twin_sym is None or twin_sec is None:
                 msg = f"reference to static local variable {sym.name} in {_function_name(st, target)} was removed"
             elif not _has_reference_to(st, twin_sec, twin_sym):

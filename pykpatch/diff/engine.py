@@ -1,7 +1,7 @@
 """The diff pipeline, stage by stage (kpatch calls this create-diff-object).
 
-    analyze -> correlate -> compare -> mark ignored -> check hooks
-            -> include -> special sections -> verify -> output
+    check inputs -> analyze -> correlate -> compare -> mark ignored -> check hooks
+            -> include -> special sections -> verify -> output -> validate -> write
 
 Each stage is a module of this package; this one only runs them in order,
 collects unsupported changes, and produces the result and report.
@@ -20,12 +20,13 @@ from pykpatch.diff.lookup import ParentLookup
 from pykpatch.diff.output import build_output
 from pykpatch.diff.special import STRUCT_SIZE_VARIABLES, SpecialSectionFilter
 from pykpatch.diff.state import DiffState, Status
+from pykpatch.diff.validate import ParentSymbols, check_copied_relocations, check_input, validate_output
 from pykpatch.elf.arch import arch_for
 from pykpatch.elf.constants import ET, STB, STT
 from pykpatch.elf.model import ElfObject
 from pykpatch.elf.reader import read_elf
-from pykpatch.elf.writer import write_elf
-from pykpatch.errors import NoChangeError, UnsupportedChangeError
+from pykpatch.elf.writer import serialize, write_bytes
+from pykpatch.errors import DiffOutputError, ElfWriteError, NoChangeError, UnsupportedChangeError
 
 
 @dataclass
@@ -106,6 +107,8 @@ def run_diff(
     arch = arch_for(orig.machine)
     if arch is None:
         raise DiffInputError(f"{name}: machine {orig.machine} is not supported yet")
+    check_input(orig, arch)
+    check_input(patched, arch)
     sizes = struct_sizes if struct_sizes is not None else struct_sizes_from_env()
 
     st = DiffState(analyze(orig, arch, name), analyze(patched, arch, name), arch, name)
@@ -139,6 +142,7 @@ def run_diff(
     plan = build_output(st, lookup, parent)
     if st.errors:
         raise UnsupportedChangeError(st.errors, f"{name}: {len(st.errors)} unsupported change(s)")
+    check_copied_relocations(plan.obj, [k.type for k in plan.klp_relocs], arch, patched)
     result.funcs = [{"name": f.name, "objname": f.objname, "sympos": f.sympos} for f in plan.funcs]
     seen = set()
     for k in plan.klp_relocs:
@@ -146,10 +150,20 @@ def run_diff(
         if key not in seen:
             seen.add(key)
             result.klp_symbols.append({"name": k.name, "objname": k.objname, "sympos": k.sympos})
+    blob = _serialize_output(plan.obj, name)
+    validate_output(blob, name, arch, ParentSymbols(table, parent, symvers))
     result.output = plan.obj
     if output_path:
-        write_elf(plan.obj, output_path)
+        write_bytes(blob, output_path)
     return result
+
+
+def _serialize_output(obj: ElfObject, name: str) -> bytes:
+    """The output's bytes; a model the writer refuses is the diff's bug, reported like a failed validation."""
+    try:
+        return serialize(obj)
+    except ElfWriteError as err:
+        raise DiffOutputError(name, [str(err)]) from None
 
 
 def _exported_by_module(lookup: ParentLookup, name: str) -> bool:

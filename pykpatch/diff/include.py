@@ -9,6 +9,7 @@ brings what it references; an unchanged function or variable is only
 from __future__ import annotations
 
 from pykpatch.diff import rules
+from pykpatch.diff.compare import function_changed
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import RelocationSection, Section, Symbol
@@ -17,6 +18,8 @@ from pykpatch.elf.model import RelocationSection, Section, Symbol
 IGNORE_SECTIONS = ".kpatch.ignore.sections"
 IGNORE_FUNCTIONS = ".kpatch.ignore.functions"
 FORCE_SECTION = ".kpatch.force"
+SYSCALL_HINT = ("a system call's inner functions are inline, hence notrace: define the syscall in the patch "
+                "with KPATCH_SYSCALL_DEFINEn from kpatch-syscall.h instead of SYSCALL_DEFINEn")
 TEMP_SYMBOL_PREFIXES = ("__kpatch_ignore_func_", "__UNIQUE_ID_kpatch_ignore_section_", "__kpatch_force_func_")
 
 
@@ -107,7 +110,9 @@ def check_ftrace_hooks(st: DiffState) -> None:
             continue
         twin = st.twin.get(sym)
         if twin is None or twin not in st.orig.has_hook:
-            st.error(f"function {sym.name} has no ftrace hook (__fentry__ call) in the original object: it cannot be patched")
+            hint = f" ({SYSCALL_HINT})" if rules.is_syscall_body(sym.name) else ""
+            st.error(f"function {sym.name} has no ftrace hook (__fentry__ call) in the original object: "
+                     f"it cannot be patched{hint}")
 
 
 # -- inclusion ----------------------------------------------------------------
@@ -228,25 +233,60 @@ def include_debug_sections(st: DiffState) -> None:
 
 
 def verify_patchability(st: DiffState) -> None:
-    """Refuse what cannot be live patched; every problem becomes one reason line."""
+    """Refuse what cannot be live patched; every problem becomes one reason line.
+
+    A section and its relocation section are one problem: a changed
+    ``__init`` function changes ``.init.text`` and ``.rela.init.text``, and
+    is reported once, by function name.
+    """
+    reported: set[tuple[int, str]] = set()
     for sec in st.patched.obj.sections:
-        status = st.status.get(sec, Status.SAME)
-        included = sec in st.include
-        if status == Status.CHANGED and not included:
-            what = _describe_unincluded(st, sec)
-            st.error(f"changed section {sec.name} not selected for inclusion{what}")
-        if status != Status.SAME and sec in st.patched.grouped:
-            st.error(f"changed section {sec.name} is part of a section group")
-        if sec.type == 17 and status == Status.NEW:  # SHT_GROUP
-            st.error(f"new or changed section group {sec.name} is not supported")
-        if included and status != Status.NEW and rules.is_data_section_name(sec.name):
-            st.error(f"data section {sec.name} selected for inclusion: existing data cannot be live patched")
+        base = sec.info if isinstance(sec, RelocationSection) and isinstance(sec.info, Section) else sec
+        for kind, reason in _patchability_problems(st, sec, base):
+            if (id(base), kind) not in reported:
+                reported.add((id(base), kind))
+                st.error(reason)
 
 
-def _describe_unincluded(st: DiffState, sec: Section) -> str:
-    if rules.is_init_section_name(sec.name):
-        return " (__init code or data runs only at boot: it cannot be live patched)"
-    base = sec.info if isinstance(sec, RelocationSection) and isinstance(sec.info, Section) else sec
+def _patchability_problems(st: DiffState, sec: Section, base: Section) -> list[tuple[str, str]]:
+    """(kind, reason) of each problem of one section; ``base`` is the section it belongs to."""
+    status = st.status.get(sec, Status.SAME)
+    included = sec in st.include
+    problems = []
+    if status == Status.CHANGED and not included:
+        problems.append(("unincluded", _unincluded_reason(st, sec, base)))
+    if status != Status.SAME and sec in st.patched.grouped:
+        problems.append(("grouped", f"changed section {sec.name} is part of a section group"))
+    if sec.type == 17 and status == Status.NEW:  # SHT_GROUP
+        problems.append(("group", f"new or changed section group {sec.name} is not supported"))
+    if included and status != Status.NEW and rules.is_data_section_name(sec.name):
+        problems.append(("data", f"data section {sec.name} selected for inclusion: existing data cannot be live patched"))
+    return problems
+
+
+def _unincluded_reason(st: DiffState, sec: Section, base: Section) -> str:
+    if rules.is_init_section_name(base.name):
+        kind = "__exit" if base.name.startswith(".exit") else "__init"
+        when = "when its module is removed" if kind == "__exit" else "at boot"
+        names = _changed_functions_in(st, base)
+        if names:
+            plural = "s" if len(names) > 1 else ""
+            return (f"changed {kind} function{plural} {', '.join(names)} (in {base.name}): {kind} code runs only "
+                    f"{when}, it cannot be live patched")
+        return f"changed section {base.name} not selected for inclusion ({kind} code or data runs only {when}: " \
+               "it cannot be live patched)"
     if rules.is_data_section_name(base.name) or base.name.startswith(".rodata"):
-        return " (changed data of an existing variable cannot be live patched; use a shadow variable)"
-    return ""
+        return (f"changed section {sec.name} not selected for inclusion (changed data of an existing variable "
+                "cannot be live patched; use a shadow variable)")
+    return f"changed section {sec.name} not selected for inclusion"
+
+
+def _changed_functions_in(st: DiffState, sec: Section) -> list[str]:
+    """The new or changed functions of a section that holds several (``.init.text``)."""
+    names = []
+    for sym in st.patched.obj.symbols:
+        if sym.section is sec and sym.type == STT.FUNC:
+            twin = st.twin.get(sym)
+            if twin is None or function_changed(st, twin, sym):
+                names.append(sym.name)
+    return names

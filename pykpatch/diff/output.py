@@ -46,10 +46,12 @@ included functions so ftrace knows their entry points.
 
 from __future__ import annotations
 
+import os
 import struct
 from dataclasses import dataclass, field
 
 from pykpatch.diff import rules
+from pykpatch.diff.analyze import DiffInputError
 from pykpatch.diff.lookup import LookupError_, LookupResult, ParentLookup
 from pykpatch.diff.special import SPECIAL_SECTION_NAMES
 from pykpatch.diff.state import DiffState, Status
@@ -287,10 +289,24 @@ def emit_callback_objnames(st: DiffState, out: ElfObject, strsym: Symbol, string
                 rel.relocations.append(Relocation(base + 8, abs64, strsym, strings.add(parent)))
 
 
+def _refuse_references_into(st: DiffState, out: ElfObject, doomed: list[Section]) -> None:
+    """Code never refers to ``__mcount_loc`` (only ftrace reads it); a damaged object that does
+    would keep a relocation to a symbol of the section about to be rebuilt."""
+    for relsec in out.relocation_sections():
+        if relsec in doomed:
+            continue
+        for rel in relsec.relocations or ():
+            if rel.symbol is not None and rel.symbol.section in doomed:
+                raise DiffInputError(f"{os.path.basename(st.patched.obj.path)}: {relsec.name} refers to "
+                                     f"{rel.symbol.section.name}, "
+                                     "which only ftrace reads and the output rebuilds")
+
+
 def emit_mcount(st: DiffState, plan: OutputPlan) -> None:
     """Rebuild ``__mcount_loc`` for the included functions that have an ftrace call."""
     out = plan.obj
     old = [s for s in out.sections if s.name in ("__mcount_loc", ".rela__mcount_loc")]
+    _refuse_references_into(st, out, old)
     out.remove_sections(old)
     abs64 = _abs64(st)
     entries = []

@@ -12,6 +12,9 @@ from pykpatch.elf.constants import SHF, SHT, STB, STT
 from pykpatch.elf.model import Section, Symbol
 
 _NUMBERED = re.compile(r"\.\d+")
+# SYSCALL_DEFINEn(name) expands (arch/x86/include/asm/syscall_wrapper.h, Linux 4.17+) into
+# __x64_sys_name / __ia32_sys_name stubs, __se_sys_name and the body __do_sys_name (compat: _compat_).
+_SYSCALL_PART = re.compile(r"__(do|se|x64|ia32|x32)_(compat_)?sys_")
 # __UNIQUE_ID_ddebug1130 / __UNIQUE_ID___addressable_foo1639: the counter is
 # glued to the name; it shifts whenever an earlier unique ID is added (kpatch PR #1314).
 _UNIQUE_ID = re.compile(r"(__UNIQUE_ID_[A-Za-z0-9_]*?)\d+(?=\.|$)")
@@ -27,6 +30,9 @@ LINE_MACRO_CALLEES = ("__warn_printk", "__might_sleep", "___might_sleep", "__mig
                       "_printk", "lockdep_rcu_suspicious", "__might_resched",
                       # btrfs_abort_transaction() & co. pass __LINE__ too (kpatch #1253)
                       "__btrfs_abort_transaction", "__btrfs_handle_fs_error", "__btrfs_panic")
+
+_NAMES = "|".join(re.escape(n) for n in SPECIAL_STATIC_NAMES)
+_SPECIAL_STATIC = re.compile(rf"^(?:{_NAMES})\.|\.(?:{_NAMES})(?:\.|$)")
 
 CALLBACK_SECTIONS = tuple(
     f"{prefix}.kpatch.callbacks.{kind}"
@@ -108,13 +114,8 @@ def is_special_static(sym: Symbol | None, bundled: dict[Section, Symbol]) -> boo
         return False
     if sym.section is not None and sym.section.name == ".data.once":
         return True
-    name = sym.name
-    for var in SPECIAL_STATIC_NAMES:
-        if name.startswith(var + "."):  # gcc: __warned.12345
-            return True
-        if f".{var}." in name or name.endswith(f".{var}"):  # clang: func.__warned
-            return True
-    return False
+    # gcc: __warned.12345; clang: func.__warned (one regex: this runs for every symbol pair)
+    return _SPECIAL_STATIC.search(sym.name) is not None
 
 
 def is_normal_static_local(sym: Symbol, bundled: dict[Section, Symbol]) -> bool:
@@ -181,6 +182,13 @@ def is_data_section_name(name: str) -> bool:
     if name in (".data.unlikely", ".data.once"):
         return False
     return name.startswith(".data") or name.startswith(".bss")
+
+
+def is_syscall_body(name: str) -> bool:
+    """A function SYSCALL_DEFINEn generated: when ``__do_sys_foo`` is kept out of line it is
+    ``static inline``, hence notrace, and has no ftrace hook; kpatch-syscall.h's
+    KPATCH_SYSCALL_DEFINEn makes the body a new function instead (README)."""
+    return _SYSCALL_PART.match(name) is not None
 
 
 def is_init_section_name(name: str) -> bool:

@@ -9,9 +9,11 @@ kernel's struct sizes (``BUG_STRUCT_SIZE``... as kpatch names them).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pykpatch.diff.analyze import DiffInputError
 from pykpatch.diff.include import include_symbol
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import STT
@@ -153,6 +155,7 @@ class SpecialSectionFilter:
                 group.append(by_offset[j])
                 j += 1
             if _references_included_function(st, group) and self.keep_group(special, sec, group):
+                self.check_entry(sec, src, size, group)
                 dest = len(new_data)
                 for rel in group:
                     rel.offset -= src - dest
@@ -176,6 +179,21 @@ class SpecialSectionFilter:
         if sec.symbol is not None:
             st.include.add(sec.symbol)
         return True
+
+    def check_entry(self, sec: Section, src: int, size: int, group: list[Relocation]) -> None:
+        """Each relocation of a kept entry patches bytes of that entry: entries move one by one.
+
+        A damaged object whose relocation straddles two entries would keep it
+        past the end of the regenerated section (the fuzzer's ``.return_sites``).
+        Entries that are dropped are not judged: a struct size that does not
+        match the object only matters where an entry is kept.
+        """
+        for rel in group:
+            if rel.offset + self.st.arch.reloc_size(rel.type) > src + size:
+                raise DiffInputError(
+                    f"{os.path.basename(self.st.patched.obj.path)}: {sec.name}: the relocation at {rel.offset:#x} "
+                    f"crosses the end of its {size}-byte entry at {src:#x}"
+                )
 
     def apply_fixup_moves(self, relsec: RelocationSection) -> None:
         """__ex_table entries pointing into .fixup follow their (moved) fixup code."""

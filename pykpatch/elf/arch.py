@@ -34,6 +34,9 @@ class ArchInfo:
     pcrel_bias: int = 0
     # Name of the profiling hook every patchable function calls first.
     ftrace_hook: str = "__fentry__"
+    # Types the kernel's module loader applies to a module's allocated sections
+    # (apply_relocate_add); any other type makes the module fail to load.
+    module_types: frozenset[int] = frozenset()
 
     def reloc_name(self, rtype: int) -> str:
         info = self.relocs.get(rtype)
@@ -57,6 +60,8 @@ X86_64 = ArchInfo(
     name="x86_64",
     machine=EM.X86_64,
     pcrel_bias=-4,
+    # arch/x86/kernel/module.c: NONE, 64, 32, 32S, PC32, PLT32, PC64.
+    module_types=frozenset({0, 1, 10, 11, 2, 4, 24}),
     relocs=_table(
         (0, "R_X86_64_NONE", 0, False),
         (1, "R_X86_64_64", 8, False),

@@ -3,6 +3,21 @@
 Every structural problem (truncation, offsets or indexes out of range,
 unknown class or byte order) raises ``ElfFormatError`` naming the file and
 the problem; no other exception escapes ``read_elf`` for bad bytes.
+
+What the reader checks is what is invalid in *any* ELF file: an offset,
+size or index that points outside the file or outside the section it
+refers to, a link to the wrong kind of section (a relocation section not
+linked to the symbol table, or applying to a section without bytes of its
+own; a group not linked to it; two symbol tables), an alignment that is not
+a power of two.  A relocation of a relocatable object must lie inside its
+section: the bytes it patches are counted with the machine's psABI width
+(``pykpatch.elf.arch``) when the type is known, and only its start is
+checked when it is not - the reader describes arbitrary objects, so an
+unknown type or machine is not an error.  Rules that real toolchains bend
+(the gABI's zero ``sh_link``/``sh_info`` for plain sections: binutils links
+``.stab`` to ``.stabstr``) live in ``pykpatch.elf.validate``; what one
+consumer needs (relocation types the kernel's module loader applies) lives
+with that consumer (``pykpatch.diff.validate``).
 """
 
 from __future__ import annotations
@@ -10,7 +25,8 @@ from __future__ import annotations
 import os
 import struct
 
-from pykpatch.elf.constants import ELF_MAGIC, SHF, SHN, SHT, STT, ElfClass, ElfData
+from pykpatch.elf.arch import generic_arch
+from pykpatch.elf.constants import ELF_MAGIC, ET, SHF, SHN, SHT, STT, ElfClass, ElfData
 from pykpatch.elf.model import (
     ElfObject,
     GroupSection,
@@ -30,6 +46,23 @@ _SECTION_CLASS = {
     SHT.SYMTAB: SymbolTableSection,
     SHT.SYMTAB_SHNDX: SymtabShndxSection,
 }
+
+
+# Section types whose bytes a relocation cannot patch: none at all, or tables the writer rebuilds.
+_NO_RELOCATABLE_BYTES = {
+    SHT.NULL: "the null section", SHT.NOBITS: "an SHT_NOBITS section", SHT.REL: "a relocation section",
+    SHT.RELA: "a relocation section", SHT.SYMTAB: "the symbol table", SHT.DYNSYM: "a symbol table",
+    SHT.STRTAB: "a string table", SHT.GROUP: "a section group", SHT.SYMTAB_SHNDX: "an SHT_SYMTAB_SHNDX section",
+}
+
+
+# Symbol types whose st_size counts bytes of their section (functions, variables, TLS, ifuncs).
+_SIZED_TYPES = frozenset({STT.FUNC, STT.OBJECT, STT.TLS, STT.GNU_IFUNC})
+
+
+def _is_dynamic_symtab(sec: Section | None) -> bool:
+    """``.rela.dyn`` of an executable links ``.dynsym``: fine when relocations are not decoded."""
+    return sec is not None and sec.type == SHT.DYNSYM
 
 
 class _Raw:
@@ -95,6 +128,7 @@ class _Parser:
          _phentsize, _phnum, shentsize, shnum, shstrndx) = layout.ehdr.unpack_from(blob, 0)
 
         obj = ElfObject(blob[4], blob[5], machine, e_type, path=self.path)
+        self.e_type, self.machine = e_type, machine
         obj.e_flags, obj.e_version, obj.e_entry = flags, version, entry
         obj.osabi, obj.abiversion = ident[7], ident[8]
 
@@ -176,6 +210,8 @@ class _Parser:
     def name_sections(self, raws: list[_Raw], sections: list[Section]) -> None:
         if not raws:
             return
+        if self.shstrndx and raws[self.shstrndx].type != SHT.STRTAB:
+            raise self.fail(f"section name table [{self.shstrndx}] is not a string table (SHT_STRTAB)")
         strtab = sections[self.shstrndx].data if self.shstrndx else b""
         for idx in range(1, len(raws)):
             sections[idx].name = self.string(strtab, raws[idx].name, f"section [{idx}] name")
@@ -198,28 +234,46 @@ class _Parser:
     def link_sections(self, raws: list[_Raw], sections: list[Section]) -> None:
         for idx in range(1, len(raws)):
             raw, sec = raws[idx], sections[idx]
+            if raw.align > 1 and raw.align & (raw.align - 1):
+                raise self.fail(f"section {sec.name!r}: alignment {raw.align:#x} is not a power of two")
             if raw.link:
                 sec.link = self.section_ref(sections, raw.link, f"section {sec.name!r} sh_link")
             if isinstance(sec, RelocationSection):
-                if raw.info:
-                    target = self.section_ref(sections, raw.info, f"relocation section {sec.name!r} sh_info")
-                    sec.info = target
-                    target.rela = sec
-                else:  # dynamic relocations of executables apply to no one section
-                    sec.info = 0
-            elif isinstance(sec, GroupSection):
-                sec.info = raw.info  # the signature's symbol index (decode_groups), even with SHF_INFO_LINK set
+                self.link_relocation_section(raw, sec, sections)
+            elif isinstance(sec, (GroupSection, SymbolTableSection)) or raw.type == SHT.DYNSYM:
+                # A symbol index (the group's signature, a table's first non-local), even with SHF_INFO_LINK set
+                sec.info = raw.info
             elif raw.flags & SHF.INFO_LINK and raw.info:
                 sec.info = self.section_ref(sections, raw.info, f"section {sec.name!r} sh_info")
             else:
                 sec.info = raw.info
 
+    def link_relocation_section(self, raw: _Raw, sec: RelocationSection, sections: list[Section]) -> None:
+        """sh_link: the symbol table (checked with the symbols); sh_info: the section it patches."""
+        if not raw.info:
+            # Dynamic relocations of executables apply to no one section; a relocatable
+            # object's always patch one.
+            if self.e_type == ET.REL and raw.size:
+                raise self.fail(f"relocation section {sec.name!r}: sh_info 0 names no section to relocate")
+            sec.info = 0
+            return
+        target = self.section_ref(sections, raw.info, f"relocation section {sec.name!r} sh_info")
+        without = _NO_RELOCATABLE_BYTES.get(target.type)
+        if without is not None:
+            raise self.fail(f"relocation section {sec.name!r} applies to {target.name!r}, {without}")
+        sec.info = target
+        target.rela = sec
+
     # -- symbols ----------------------------------------------------------------
     def read_symbols(self, raws: list[_Raw], sections: list[Section]) -> tuple[SymbolTableSection | None, list[Symbol]]:
         layout = self.layout
-        symtab_idx = next((i for i, r in enumerate(raws) if r.type == SHT.SYMTAB), 0)
-        if not symtab_idx:
+        tables = [i for i in range(1, len(raws)) if raws[i].type == SHT.SYMTAB]  # header 0 is no section
+        if not tables:
             return None, []
+        if len(tables) > 1:  # gABI: "an object file may have only one section of each type"
+            names = " and ".join(repr(sections[i].name) for i in tables[:2])
+            raise self.fail(f"more than one symbol table ({names})")
+        symtab_idx = tables[0]
         symtab = sections[symtab_idx]
         assert isinstance(symtab, SymbolTableSection)
         raw = raws[symtab_idx]
@@ -235,12 +289,15 @@ class _Parser:
 
         symbols: list[Symbol] = []
         nsec = len(sections)
-        unpack = layout.unpack_sym
+        # In a relocatable object st_value is an offset into the section: it must lie inside it.
+        sizes = [r.size for r in raws] if self.e_type == ET.REL else None
         string = self.string
-        for i, rawsym in enumerate(layout.sym.iter_unpack(symtab.data)):
+        rows = layout.sym.iter_unpack(symtab.data)
+        if not layout.is64:  # ELF32 field order, normalized once here rather than per call (ElfLayout.unpack_sym)
+            rows = ((n, i, o, x, v, s) for n, v, s, i, o, x in rows)
+        for i, (st_name, info, other, shndx, value, size) in enumerate(rows):
             if i == 0:
                 continue
-            st_name, info, other, shndx, value, size = unpack(rawsym)
             sym = Symbol(string(names, st_name, f"symbol [{i}] name"), info >> 4, info & 0xF,
                          None, value, size, other, shndx)
             sym.index = i
@@ -248,11 +305,17 @@ class _Parser:
                 if xindex is None:
                     raise self.fail(f"symbol [{i}] uses SHN_XINDEX but there is no .symtab_shndx")
                 shndx = xindex[i]
+                if shndx == 0:
+                    raise self.fail(f"symbol {sym.name or f'[{i}]'!r} uses SHN_XINDEX but its .symtab_shndx entry is 0")
             if 0 < shndx < SHN.LORESERVE or (shndx >= SHN.LORESERVE and sym.shndx == SHN.XINDEX):
                 if shndx >= nsec:
                     raise self.fail(f"symbol {sym.name or f'[{i}]'!r}: section index {shndx} out of range")
                 sym.section = sections[shndx]
                 sym.shndx = shndx
+                if sizes is not None and (value > sizes[shndx] or (size and sym.type in _SIZED_TYPES
+                                                                   and value + size > sizes[shndx])):
+                    raise self.fail(f"symbol {sym.name or f'[{i}]'!r} ({value:#x}, {size:#x} bytes) is outside its "
+                                    f"section {sym.section.name!r} ({sizes[shndx]:#x} bytes)")
                 if sym.type == STT.SECTION and sym.section.symbol is None:
                     sym.section.symbol = sym
             symbols.append(sym)
@@ -283,31 +346,47 @@ class _Parser:
             data = sec.data
             if len(data) < 4 or len(data) % 4:
                 raise self.fail(f"group section {sec.name!r} has a bad size {len(data):#x}")
+            if obj.symtab is None or sec.link is not obj.symtab:
+                raise self.fail(f"group section {sec.name!r} is not linked to the symbol table")
             words = [w[0] for w in word.iter_unpack(data)]
             sec.group_flags = words[0]
-            sec.members = [self.section_ref(sections, w, f"group {sec.name!r} member") for w in words[1:]]
-            for member in sec.members:
-                member.group = sec
-            if obj.symbols and sec.info:
+            sec.members = [self.group_member(sec, w, sections) for w in words[1:]]
+            if sec.info:
                 sec.signature = self.symbol_ref(obj, int(sec.info), f"group {sec.name!r} signature")
             sec.info = 0
+
+    def group_member(self, group: GroupSection, index: int, sections: list[Section]) -> Section:
+        """A section belongs to one group at most, once, and a group holds no group (gABI)."""
+        member = self.section_ref(sections, index, f"group {group.name!r} member")
+        if isinstance(member, GroupSection):
+            raise self.fail(f"group {group.name!r}: member {member.name!r} is itself a section group")
+        if member.group is not None:
+            raise self.fail(f"section {member.name!r} is listed twice in groups ({member.group.name!r}, {group.name!r})")
+        member.group = group
+        return member
 
     def decode_relocations(self, obj: ElfObject, raws: list[_Raw], sections: list[Section], want: bool) -> None:
         layout = self.layout
         nsyms = len(obj.symbols)
         symbols = [None, *obj.symbols]
+        arch = generic_arch(self.machine)
+        # Any relocation starting at or below this distance from its section's end fits, whatever its type.
+        widest = max((r.size for r in arch.relocs.values()), default=1)
         for idx in range(1, len(raws)):
             sec = sections[idx]
             if not isinstance(sec, RelocationSection):
                 continue
+            if sec.data and sec.link is not obj.symtab and (want or not _is_dynamic_symtab(sec.link)):
+                raise self.fail(f"relocation section {sec.name!r} is not linked to the symbol table")
             rec = layout.rela if sec.type == SHT.RELA else layout.rel
             if not want:
                 sec.relocations = None  # bytes kept as they are; see RelocationSection
                 continue
             if len(sec.data) % rec.size:
                 raise self.fail(f"relocation section {sec.name!r} size is not a multiple of {rec.size}")
-            if sec.data and sec.link is not obj.symtab:
-                raise self.fail(f"relocation section {sec.name!r} is not linked to the symbol table")
+            # r_offset is an offset into the target in a relocatable object (an address otherwise).
+            target = sec.info if isinstance(sec.info, Section) and self.e_type == ET.REL else None
+            fits = target.size - widest if target is not None else 1 << 64
             relocs = []
             append = relocs.append
             # r_info split inlined (see ElfLayout.r_sym_type): this loop is the reader's hottest
@@ -317,8 +396,20 @@ class _Parser:
                 entries = ((offset, info, 0) for offset, info in entries)
             for offset, info, addend in entries:
                 sym_idx = info >> shift
-                if sym_idx > nsyms:
-                    raise self.fail(f"relocation in {sec.name!r} at {offset:#x}: symbol index {sym_idx} out of range")
+                if sym_idx > nsyms or offset > fits:
+                    self.check_relocation(sec, target, arch, offset, info & mask, sym_idx, nsyms)
                 append(Relocation(offset, info & mask, symbols[sym_idx], addend))
             sec.relocations = relocs
 
+    def check_relocation(self, sec: RelocationSection, target: Section | None, arch, offset: int, rtype: int,
+                         sym_idx: int, nsyms: int) -> None:
+        """The slow path of ``decode_relocations``: raise for a relocation that is really wrong."""
+        if sym_idx > nsyms:
+            raise self.fail(f"relocation in {sec.name!r} at {offset:#x}: symbol index {sym_idx} out of range")
+        if target is None:
+            return
+        width = max(arch.reloc_size(rtype), 1)  # a zero-width marker (R_*_NONE) still annotates a byte
+        if offset + width > target.size:
+            what = f"{arch.reloc_name(rtype)} ({width} bytes)" if rtype in arch.relocs else f"type {rtype}"
+            raise self.fail(f"relocation in {sec.name!r} at {offset:#x}, {what}, is outside {target.name!r} "
+                            f"({target.size:#x} bytes)")

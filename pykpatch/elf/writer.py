@@ -68,13 +68,19 @@ def ordered_symbols(obj: ElfObject) -> list[Symbol]:
 
 
 def write_elf(obj: ElfObject, path: str | os.PathLike) -> None:
-    """Write ``obj`` to ``path`` whole or not at all (``pykpatch.safeio.atomic_write``).
+    """Write ``obj`` to ``path`` whole or not at all (see ``write_bytes``)."""
+    write_bytes(serialize(obj), path)
 
-    The temporary file has an unpredictable name and is created exclusively
-    without following symlinks: in a shared output directory, a link planted
-    at a guessable name cannot make root overwrite another file.
+
+def write_bytes(blob: bytes, path: str | os.PathLike) -> None:
+    """Write bytes already serialized (and checked by the caller) to ``path``, whole or not at all.
+
+    ``pykpatch.safeio.atomic_write``: the temporary file has an unpredictable
+    name and is created exclusively without following symlinks (in a shared
+    output directory, a link planted at a guessable name cannot make root
+    overwrite another file), and is fsynced before it is renamed into place.
     """
-    atomic_write(path, serialize(obj), mode=0o644)
+    atomic_write(path, blob, mode=0o644)
 
 
 def serialize(obj: ElfObject) -> bytes:
@@ -150,12 +156,15 @@ class _Writer:
         return contents
 
     def symtab_bytes(self, symbols: list[Symbol], names: StringTableBuilder) -> tuple[bytes, list[int]]:
-        pack = self.layout.pack_sym
+        pack = self.layout.sym.pack if self.layout.is64 else self.layout.pack_sym  # the ELF64 order is the file's
         out = [pack(0, 0, 0, 0, 0, 0)]
         xindex = [0]
+        section_ids = self.section_ids
         for sym in symbols:
             if sym.section is not None:
-                shndx = self.check_section(sym.section, f"symbol {sym.name!r}")
+                # (the message of check_section is only built for a section that is missing)
+                shndx = sym.section.index if id(sym.section) in section_ids else self.check_section(
+                    sym.section, f"symbol {sym.name!r}")
                 if shndx >= SHN.LORESERVE:
                     xindex.append(shndx)
                     shndx = SHN.XINDEX
