@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -21,10 +21,12 @@ class KernelArtifacts:
     source_tarball: Path        # the kernel sources of exactly that version
     config: Path                # the .config the kernel was built with
     symvers: Path               # its Module.symvers
-    vmlinux: Path               # vmlinux with its symbol table
+    vmlinux: Path | None        # vmlinux with its symbol table (None: not asked for)
     modules: Path               # directory whose kernel/... holds the shipped .ko files
     kernelvariables: Path | None = None  # Debian: CC, ARCH, KERNELRELEASE for kbuild
     vmlinuz: Path | None = None          # the bootable image (tests, trials)
+    # A module's .ko with its full symbol table (the shipped ones may be stripped of FILE symbols), by kbuild path.
+    module_symbols: Callable[[str], Path | None] | None = field(default=None, compare=False, repr=False)
 
 
 class DistroProvider(Protocol):
@@ -32,9 +34,15 @@ class DistroProvider(Protocol):
 
     name: str
 
-    def artifacts(self, release: str, progress: Progress) -> KernelArtifacts:
+    def artifacts(self, release: str, progress: Progress, vmlinux: bool = True) -> KernelArtifacts:
         """Find or fetch everything for ``release``; raise ``DistroError`` naming what is missing."""
         ...
+
+
+def upstream_version(package_version: str) -> str:
+    """'6.1.192-3' -> '6.1.192'; '1:6.12.117-1~deb12u1' -> '6.12.117' (epoch and distribution revision dropped)."""
+    version = package_version.split(":", 1)[-1]
+    return version.rsplit("-", 1)[0] if "-" in version else version
 
 
 def series_of(release: str) -> str | None:

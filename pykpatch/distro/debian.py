@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -140,7 +141,7 @@ class DebianProvider:
         self.root = root
 
     # -- the one question ---------------------------------------------------------
-    def artifacts(self, release: str, progress: Progress) -> KernelArtifacts:
+    def artifacts(self, release: str, progress: Progress, vmlinux: bool = True) -> KernelArtifacts:
         series = series_of(release)
         if series is None:
             raise DistroError(f"{release!r} is not a kernel release (like 6.1.0-57-amd64)")
@@ -151,16 +152,18 @@ class DebianProvider:
             raise DistroError(f"no package {image} is installed or in apt's lists",
                               hint="check the release (uname -r of the target), or apt-get update")
         with exclusive_lock(self.cache / ".lock", progress, "the distribution cache"):
-            return self._artifacts(release, series, version, progress)
+            return self._artifacts(release, series, version, progress, vmlinux)
 
-    def _artifacts(self, release: str, series: str, version: str, progress: Progress) -> KernelArtifacts:
+    def _artifacts(self, release: str, series: str, version: str, progress: Progress,
+                   want_vmlinux: bool) -> KernelArtifacts:
         source = self.source_tarball(series, version, release, progress)
         headers = self.headers(release, version, progress)
-        vmlinux = self.vmlinux(release, version, progress)
+        vmlinux = self.vmlinux(release, version, progress) if want_vmlinux else None
         modules, vmlinuz = self.image(release, version, progress)
         kernelvariables = headers / ".kernelvariables"
         return KernelArtifacts("debian", release, version, source, headers / ".config", headers / "Module.symvers",
-                               vmlinux, modules, kernelvariables if kernelvariables.is_file() else None, vmlinuz)
+                               vmlinux, modules, kernelvariables if kernelvariables.is_file() else None, vmlinuz,
+                               lambda path: self.module_symbols(release, version, path, progress))
 
     # -- each piece -----------------------------------------------------------------
     def _piece(self, release: str, version: str, kind: str) -> Path:
@@ -231,6 +234,32 @@ class DebianProvider:
         raise DistroError(f"no linux-image-{release}-dbg {version} (the vmlinux with symbols) in apt's lists",
                           hint="add the archive that carries -dbg packages, or give the vmlinux with -v VMLINUX")
 
+    def module_symbols(self, release: str, version: str, module_path: str, progress: Progress) -> Path | None:
+        """A module's .ko with its full symbol table (FILE symbols included), from the -dbg package.
+
+        The image package's modules are stripped of debug information, and
+        ``strip --strip-debug`` drops STT_FILE symbols with it: the lookup of
+        a module's statics by FILE block (kpatch's find_local_syms) needs
+        the -dbg package's copy, of the very same build.  Extracted one
+        module at a time (tar stops once it has it), cached.
+        """
+        rel = f"usr/lib/debug/lib/modules/{release}/kernel/{module_path}.ko"
+        for name in (f"linux-image-{release}-dbg", f"linux-image-{release}-unsigned-dbg"):
+            if installed_version(name) == version and (self.root / rel).is_file():
+                return self.root / rel
+        dest = self._piece(release, version, "dbg-modules") / module_path.replace("/", "__")
+        if (dest / STAMP).is_file():
+            return dest / rel if (dest / rel).is_file() else None
+        with exclusive_lock(self.cache / ".lock", progress, "the distribution cache"):
+            for name in (f"linux-image-{release}-dbg", f"linux-image-{release}-unsigned-dbg"):
+                if version in available_versions(name):
+                    try:
+                        self._fetch(Package(name, version), dest, [f"./{rel}"], progress)
+                    except DistroError:
+                        return None
+                    return dest / rel if (dest / rel).is_file() else None
+        return None
+
     def image(self, release: str, version: str, progress: Progress) -> tuple[Path, Path | None]:
         name = f"linux-image-{release}"
         modules = self.root / "lib" / "modules" / release
@@ -240,3 +269,21 @@ class DebianProvider:
         dest = self._fetch(Package(name, version), self._piece(release, version, "image"), None, progress)
         vmlinuz = dest / "boot" / f"vmlinuz-{release}"
         return dest / "lib" / "modules" / release, vmlinuz if vmlinuz.is_file() else None
+
+
+def release_built_from(source_package: str, flavour: str = "amd64") -> str:
+    """The release of the ``flavour`` kernel built from the installed ``linux-source-X.Y``, e.g. 6.1.0-57-amd64.
+
+    Debian's ``linux-image-FLAVOUR`` metapackage of the same version depends
+    on exactly that image (``linux-image-6.1.0-57-amd64 (= 6.1.192-3)``).
+    """
+    version = installed_version(source_package)
+    if version is None:
+        raise DistroError(f"{source_package} is not installed", hint=f"apt-get install {source_package}")
+    proc = _run(["apt-cache", "show", f"linux-image-{flavour}={version}"], "read apt's package lists")
+    m = re.search(r"^Depends:.*?\blinux-image-(\S+?)(?:-unsigned)? \(= " + re.escape(version) + r"\)", proc.stdout,
+                  re.MULTILINE)
+    if m is None:
+        raise DistroError(f"apt's lists have no linux-image-{flavour} {version} built from {source_package}",
+                          hint="apt-get update")
+    return m.group(1)

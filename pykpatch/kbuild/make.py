@@ -134,6 +134,7 @@ def run_make(
     extra_env: Mapping[str, str] | None = None,
     also_drop: Sequence[str] = (),
     progress: Progress | None = None,
+    expected: int | None = None,
     on_start: Callable[[int], None] | None = None,
     timeout: float | None = None,
     capture: bool = False,
@@ -150,7 +151,7 @@ def run_make(
     cmd = make_command(tree, targets, jobs, variables)
     env, dropped = kbuild_environment(extra=extra_env, also_drop=also_drop)
     started = time.monotonic()
-    output = _Output(capture)
+    output = _Output(capture, frozenset(targets) if expected else None)
     try:
         fh = open(log, "a", encoding="utf-8", errors="replace")
     except OSError as err:
@@ -172,7 +173,7 @@ def run_make(
         try:
             if on_start is not None:
                 on_start(proc.pid)
-            _follow(proc, fh, output, what, progress, started)
+            _follow(proc, fh, output, what, progress, started, expected)
             rc = proc.wait()
         except BaseException:
             stop_process_group(proc)
@@ -194,13 +195,14 @@ class _Output:
 
     TAIL = 400
 
-    def __init__(self, capture: bool) -> None:
+    def __init__(self, capture: bool, counted: frozenset[str] | None = None) -> None:
         self.compiled = 0
+        self.counted = counted  # count only these targets (objects asked for), not prepare products
         self.lines: deque[str] | list[str] = [] if capture else deque(maxlen=self.TAIL)
 
     def add(self, line: str) -> None:
         self.lines.append(line)
-        if _COMPILE_LINE.match(line):
+        if _COMPILE_LINE.match(line) and (self.counted is None or line.split()[-1] in self.counted):
             self.compiled += 1
 
     def first_error(self) -> str | None:
@@ -228,7 +230,7 @@ class _Watchdog:
 
 
 def _follow(proc: subprocess.Popen[str], fh, output: _Output, what: str, progress: Progress | None,
-            started: float) -> None:
+            started: float, expected: int | None = None) -> None:
     """Copy make's output to the log line by line, counting compiles for progress."""
     assert proc.stdout is not None
     last = started
@@ -238,7 +240,8 @@ def _follow(proc: subprocess.Popen[str], fh, output: _Output, what: str, progres
         now = time.monotonic()
         if progress and now - last >= PROGRESS_INTERVAL:
             last = now
-            progress(f"{what}: {output.compiled} files compiled")
+            done = f"{output.compiled}/{expected}" if expected else str(output.compiled)
+            progress(f"{what}: {done} files compiled")
 
 
 _ERROR_LINE = re.compile(r"\berror\b|\*\*\*", re.IGNORECASE)

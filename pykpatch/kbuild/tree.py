@@ -49,13 +49,15 @@ class KernelTree:
     variables: dict[str, str] = field(default_factory=dict)  # e.g. CC=gcc-12, on every make command line
 
     def make(self, *targets: str, kcflags: str | None = KPATCH_CFLAGS, progress: Progress | None = None,
-             what: str = "build", on_start: Callable[[int], None] | None = None, capture: bool = False) -> MakeRun:
+             what: str = "build", on_start: Callable[[int], None] | None = None, capture: bool = False,
+             expected: int | None = None) -> MakeRun:
         """make in the tree (never O=) with the tree's variables and ``KCFLAGS`` (None: none); output to the log."""
         variables = dict(self.variables)
         if kcflags is not None:
             variables["KCFLAGS"] = kcflags
         return run_make(self.path, targets, log=self.log, what=what, jobs=self.jobs, variables=variables,
-                        extra_env=patch_author_env(), progress=progress, on_start=on_start, capture=capture)
+                        extra_env=patch_author_env(), progress=progress, on_start=on_start, capture=capture,
+                        expected=expected)
 
     def kernelrelease(self) -> str:
         return kernel_release_from_tree(self.path)

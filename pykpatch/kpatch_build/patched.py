@@ -91,7 +91,7 @@ def patched_build(ctx: BuildContext, plan: PatchPlan, objects: list[str]) -> lis
 
 def _make(ctx: BuildContext, journal: TreeJournal, objects: list[str], what: str) -> None:
     try:
-        ctx.tree.make(*objects, progress=ctx.progress, what=what,
+        ctx.tree.make(*objects, progress=ctx.progress, what=what, expected=len(objects),
                       on_start=lambda pgid: journal.running(pgid, what))
     finally:
         journal.running(None)

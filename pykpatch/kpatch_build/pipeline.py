@@ -44,7 +44,8 @@ from pykpatch.kpatch_build.kmod import build_module, default_module_name, module
 from pykpatch.kpatch_build.original import FULL_TARGETS, OriginalBuild, build_key, estimate_full_build
 from pykpatch.kpatch_build.patched import patched_build
 from pykpatch.kpatch_build.patches import PatchFile, all_names, check_in_tree
-from pykpatch.kpatch_build.prepare import compiler_program, configure, prepare, release_of_variables
+from pykpatch.kpatch_build.prepare import (check_against_reference, compiler_program, configure, prepare,
+                                           release_of_variables)
 from pykpatch.kpatch_build.reach import Parents, Reached, reached_in_built_tree, reached_in_prepared_tree
 from pykpatch.kpatch_build.route import Route, resolve_route
 from pykpatch.kpatch_build.signing import resolve_signing
@@ -109,6 +110,7 @@ def _check(ctx: BuildContext, route: Route) -> tuple[check.TargetKernel, dict[st
     opts = ctx.opts
     ctx.stages.start("check", "checking the kernel tree, config, vmlinux, compiler and tools")
     check.recover_interrupted_run(ctx)
+    check_against_reference(route.inputs)
     config_path = route.inputs.config or (route.srcdir / ".config")
     if not config_path.is_file():
         raise TreeError(f"{route.srcdir} has no .config", hint="give the kernel's config with -c CONFIG")
@@ -156,7 +158,8 @@ def _orig(ctx: BuildContext, route: Route, target: check.TargetKernel) -> Ground
 
 
 def _reach(ctx: BuildContext, route: Route, ground: Ground, files: list[str]) -> list[Reached]:
-    parents = Parents(route.vmlinux, route.modules)
+    parents = Parents(route.vmlinux, route.modules,
+                      route.artifacts.module_symbols if route.artifacts is not None else None)
     if ground.built_tree:
         return reached_in_built_tree(route.srcdir, files, parents, ctx.progress)
     graph = IncludeGraph.cached(route.srcdir, srcarch_of(read_config(route.srcdir / ".config")), ctx.workspace.root / "include-graph.json",

@@ -96,8 +96,39 @@ def config_changes(before: dict[str, str | None], after: dict[str, str | None]) 
     return out
 
 
+def differences_from_reference(given: Path, reference: Path) -> list[str]:
+    """Where a given config disagrees with the kernel's own (options both set differently, or unknown to it).
+
+    Options the given config lacks are not differences: ``/boot/config-*``
+    lacks a few the headers' ``.config`` has, and they are completed from it.
+    """
+    mine, theirs = read_config(given), read_config(reference)
+    out = []
+    for name, value in mine.items():
+        if name not in theirs:
+            if value is not None:
+                out.append(f"{name}={value} (the kernel's config does not have it)")
+        elif theirs[name] != value:
+            out.append(f"{name}: {value!r} here, {theirs[name]!r} in the kernel's")
+    return out
+
+
+def check_against_reference(inputs: TreeInputs) -> None:
+    """A config given for a packaged kernel must be that kernel's (it may lack what /boot/config-* lacks)."""
+    if inputs.config is None or inputs.reference_config is None or inputs.config == inputs.reference_config:
+        return
+    differ = differences_from_reference(inputs.config, inputs.reference_config)
+    if differ:
+        raise ConfigError(
+            f"{inputs.config} is not the config of this kernel: {len(differ)} option(s) differ from "
+            f"{inputs.reference_config}: " + "; ".join(differ[:SHOWN]),
+            hint="give the kernel's own config (or none: the packages' is used)",
+        )
+
+
 def configure(tree: KernelTree, inputs: TreeInputs, progress: Progress) -> str:
     """Install config and variables, complete and check the config; return the final .config text."""
+    check_against_reference(inputs)
     config = tree.path / ".config"
     _install(inputs.kernelvariables, tree.path / ".kernelvariables")
     _install(inputs.symvers, tree.path / "Module.symvers")

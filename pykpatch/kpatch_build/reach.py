@@ -47,8 +47,14 @@ class Parents:
 
     vmlinux: Path
     modules: Path | None = None   # a directory with kernel/<path>.ko (a distribution's /lib/modules/R)
+    # A module's .ko with FILE symbols (a distribution's debug package), preferred over the shipped one.
+    module_symbols: Callable[[str], Path | None] | None = None
 
     def shipped_module(self, module_path: str) -> Path | None:
+        if self.module_symbols is not None:
+            found = self.module_symbols(module_path)
+            if found is not None:
+                return found
         if self.modules is None:
             return None
         for suffix in (".ko", ".ko.xz", ".ko.zst", ".ko.gz"):

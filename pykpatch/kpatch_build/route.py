@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -26,8 +27,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from pykpatch.distro.base import DistroProvider, KernelArtifacts, provider_for_host
-from pykpatch.errors import DistroError, KernelInfoError, TreeError, UsageError
+from pykpatch.distro.base import DistroProvider, KernelArtifacts, provider_for_host, upstream_version
+from pykpatch.errors import DistroError, KernelInfoError, KernelMismatchError, TreeError, UsageError
 from pykpatch.kbuild.release import kernel_release_from_vmlinux
 from pykpatch.kpatch_build.context import BuildOptions
 from pykpatch.kpatch_build.prepare import TreeInputs
@@ -87,10 +88,35 @@ def _matching_distro_kernel(opts: BuildOptions, vmlinux: Path, progress: Progres
     except KernelInfoError:
         return None
     try:
-        return found.artifacts(release, progress)
+        artifacts = found.artifacts(release, progress, vmlinux=False)
     except DistroError as err:
         progress(f"not a {found.name} kernel with packages ({err.message}); using the tree and files given")
         return None
+    check_source_version(opts.srcdir, artifacts)
+    return artifacts
+
+
+def tree_version(tree: Path) -> str | None:
+    """VERSION.PATCHLEVEL.SUBLEVEL of a tree's top Makefile (what ``make kernelversion`` prints)."""
+    try:
+        head = (tree / "Makefile").read_text(errors="replace")[:4096]
+    except OSError:
+        return None
+    fields = dict(re.findall(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\d*)\s*$", head, re.MULTILINE))
+    if "VERSION" not in fields or "PATCHLEVEL" not in fields:
+        return None
+    return ".".join(v for v in (fields["VERSION"], fields["PATCHLEVEL"], fields.get("SUBLEVEL", "")) if v)
+
+
+def check_source_version(tree: Path, artifacts: KernelArtifacts) -> None:
+    """A given tree must be the sources the distribution built that kernel from."""
+    have, want = tree_version(tree), upstream_version(artifacts.version)
+    if have is not None and have != want:
+        raise KernelMismatchError(
+            f"the source tree {tree} is Linux {have}, but {artifacts.release} is built from {want} "
+            f"({artifacts.distro} {artifacts.version})",
+            kernel=want, local=have, hint="use the sources of that kernel (or none: kpatch-build --kernel "
+                                          f"{artifacts.release} fetches them)")
 
 
 def _distro_route(opts: BuildOptions, progress: Progress, provider: DistroProvider | None) -> Route:
@@ -101,11 +127,13 @@ def _distro_route(opts: BuildOptions, progress: Progress, provider: DistroProvid
     release = opts.kernel or os.uname().release
     ensure_private_dir(opts.cachedir, "cache directory")
     progress(f"kernel {release}: finding {found.name}'s packages")
-    artifacts = found.artifacts(release, progress)
+    artifacts = found.artifacts(release, progress, vmlinux=opts.vmlinux is None)
     srcdir = unpack_source(artifacts, opts.cachedir / "sources", progress)
     inputs = TreeInputs(config=opts.config or artifacts.config, reference_config=artifacts.config,
                         kernelvariables=artifacts.kernelvariables, symvers=artifacts.symvers)
-    return Route(srcdir, opts.vmlinux or artifacts.vmlinux, inputs, opts.modules_dir or artifacts.modules, artifacts)
+    vmlinux = opts.vmlinux or artifacts.vmlinux
+    assert vmlinux is not None  # asked for above
+    return Route(srcdir, vmlinux, inputs, opts.modules_dir or artifacts.modules, artifacts)
 
 
 def unpack_source(artifacts: KernelArtifacts, root: Path, progress: Progress) -> Path:

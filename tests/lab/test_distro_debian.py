@@ -1,0 +1,132 @@
+"""Issue 11 acceptance: live patch Debian's own kernel from its packages, without building the kernel.
+
+``kpatch-build --kernel RELEASE fix.patch``, as a user types it on a Debian
+machine: the packages of the Debian kernel built from the installed
+``linux-source-6.1`` are fetched once into a cache outside the repository
+(``PYKPATCH_DISTRO_CACHE``, default here ``~/.cache/pykpatch/distro/debian``:
+about 1 GB, kept between runs), the sources are unpacked into a fresh
+CACHEDIR (a never-built tree, every run), prepared, and only the objects the
+patch reaches are compiled.  Each module is then loaded into Debian's own
+``vmlinuz`` under QEMU (the lab's initramfs), with the patched behaviour
+seen, the transition complete, and the old behaviour back after unloading.
+The refusals at the end must name the mismatch and compile nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pykpatch.distro.debian import DebianProvider, release_built_from
+from pykpatch.lab import boot, insmod, read, rmmod, shell, wait_for, wait_until_gone, write
+
+pytestmark = pytest.mark.kernel
+
+PATCHES = Path(__file__).resolve().parents[1] / "integration" / "patches"
+DISTRO_CACHE = Path(os.environ.get("PYKPATCH_DISTRO_CACHE", str(Path.home() / ".cache/pykpatch/distro/debian")))
+BUILD_TIMEOUT = 1800
+PCSPKR = "/sys/bus/platform/drivers/pcspkr"
+REBIND = f"echo pcspkr > {PCSPKR}/unbind && echo pcspkr > {PCSPKR}/bind && grep '^N: Name=.*Speaker' /proc/bus/input/devices"
+
+
+@dataclass
+class Debian:
+    release: str
+    artifacts: object
+    cachedir: Path
+
+
+@pytest.fixture(scope="module")
+def debian(tmp_path_factory) -> Debian:
+    release = release_built_from("linux-source-6.1")
+    artifacts = DebianProvider(DISTRO_CACHE).artifacts(release, lambda m: print(f"\n[debian] {m}", file=sys.stderr))
+    return Debian(release, artifacts, tmp_path_factory.mktemp("never-built-cache"))
+
+
+def kpatch_build(debian: Debian, out: Path, *args: str, cachedir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CACHEDIR": str(cachedir or debian.cachedir), "PYKPATCH_DISTRO_CACHE": str(DISTRO_CACHE)}
+    cmd = [sys.executable, "-m", "pykpatch.cli", "build", "-o", str(out), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT)
+    sys.stderr.write(f"\n[kpatch-build {' '.join(args)}: rc {proc.returncode}]\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def compiled_objects(stderr: str) -> int:
+    return sum(int(n) for n in re.findall(r"(?:original objects|patched build): done, (\d+) files compiled", stderr))
+
+
+def test_vmlinux_function_in_debians_kernel(debian: Debian, tmp_path):
+    proc = kpatch_build(debian, tmp_path, "--kernel", debian.release, "-n", "livepatch-deb-cmdline",
+                        str(PATCHES / "01-cmdline-string.patch"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "preparing the tree" in proc.stderr and "guard: 1 original object(s) match" in proc.stderr
+    ko = tmp_path / "livepatch-deb-cmdline.ko"
+    lp = "/sys/kernel/livepatch/livepatch_deb_cmdline"
+    result = boot(debian.artifacts.vmlinuz, [
+        read("/proc/cmdline"), shell("uname -r"), insmod(ko), wait_for(f"{lp}/transition", "0"),
+        read("/proc/cmdline"), write(f"{lp}/enabled", "0"), wait_until_gone(lp), rmmod("livepatch_deb_cmdline"),
+        read("/proc/cmdline"),
+    ], modules=[ko], memory="256M", timeout=180, workdir=tmp_path / "boot")
+    assert result.ok, result.failures()
+    out = [s.output for s in result.steps]
+    assert out[1].strip() == debian.release
+    assert out[4] == out[0].rstrip("\n") + " pykpatch=cmdline\n" and out[8] == out[0]
+    assert "livepatch: 'livepatch_deb_cmdline': patching complete" in result.console
+    assert "livepatch: 'livepatch_deb_cmdline': unpatching complete" in result.console
+
+
+def test_function_of_a_module_debian_ships(debian: Debian, tmp_path):
+    proc = kpatch_build(debian, tmp_path, "--kernel", debian.release, "-n", "livepatch-deb-pcspkr",
+                        str(PATCHES / "06-module-pcspkr.patch"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "diff [1/1] drivers/input/misc/pcspkr.o (parent pcspkr)" in proc.stderr
+    ko = tmp_path / "livepatch-deb-pcspkr.ko"
+    pcspkr = debian.artifacts.modules / "kernel/drivers/input/misc/pcspkr.ko"
+    lp = "/sys/kernel/livepatch/livepatch_deb_pcspkr"
+    result = boot(debian.artifacts.vmlinuz, [
+        insmod(pcspkr), shell(REBIND), insmod(ko), wait_for(f"{lp}/transition", "0"), shell(REBIND),
+        write(f"{lp}/enabled", "0"), wait_until_gone(lp), shell(REBIND), rmmod("livepatch_deb_pcspkr"),
+        rmmod("pcspkr"),
+    ], modules=[ko, pcspkr], memory="256M", timeout=180, workdir=tmp_path / "boot")
+    assert result.ok, result.failures()
+    out = [s.output for s in result.steps]
+    assert out[1] == 'N: Name="PC Speaker"\n'
+    assert out[4] == 'N: Name="PC Speaker (pykpatch)"\n'
+    assert out[7] == 'N: Name="PC Speaker"\n'
+
+
+# -- refusals: each names the mismatch, and nothing is compiled ------------------------------------------------
+
+def test_vmlinux_of_another_release_is_refused(debian: Debian, lab_kernel, tmp_path):
+    proc = kpatch_build(debian, tmp_path, "--kernel", debian.release, "-v", str(lab_kernel.vmlinux),
+                        str(PATCHES / "01-cmdline-string.patch"))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert f"build release {debian.release}, but {lab_kernel.vmlinux} is 6.1.192" in proc.stderr
+    assert compiled_objects(proc.stderr) == 0 and "modules_prepare" not in proc.stderr
+
+
+def test_config_of_another_kernel_is_refused(debian: Debian, lab_kernel, tmp_path):
+    proc = kpatch_build(debian, tmp_path, "--kernel", debian.release, "-c", str(lab_kernel.config),
+                        str(PATCHES / "01-cmdline-string.patch"))
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert re.search(r"is not the config of this kernel: \d+ option\(s\) differ", proc.stderr)
+    assert compiled_objects(proc.stderr) == 0 and "modules_prepare" not in proc.stderr
+
+
+def test_source_tree_of_another_version_is_refused(debian: Debian, tmp_path):
+    """-s with sources of 6.1.190 against Debian's vmlinux of a kernel built from 6.1.192."""
+    tree = tmp_path / "linux-6.1.190"
+    (tree / "kernel").mkdir(parents=True)
+    (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 190\nEXTRAVERSION =\n")
+    proc = kpatch_build(debian, tmp_path, "-s", str(tree), "-v", str(debian.artifacts.vmlinux),
+                        str(PATCHES / "01-cmdline-string.patch"), cachedir=tmp_path / "cache")
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert (f"the source tree {tree} is Linux 6.1.190, but {debian.release} is built from 6.1.192 "
+            f"(debian {debian.artifacts.version})") in proc.stderr
+    assert compiled_objects(proc.stderr) == 0 and sorted(p.name for p in tree.iterdir()) == ["Makefile", "kernel"]
