@@ -83,11 +83,14 @@ class FakeKernel:
             if [ -s {ctl}/insmod-error ]; then cat {ctl}/insmod-error >&2; exit 1; fi
             name=$(cat {ctl}/next-name 2>/dev/null)
             [ -n "$name" ] || name=$(basename "$1" .ko | tr - _)
-            if [ -e {ctl}/fail-$name ]; then echo "insmod: ERROR: could not insert module $1: Invalid parameters" >&2; exit 1; fi
+            if [ -e {ctl}/fail-$name ]; then
+                echo "insmod: ERROR: could not insert module $1: Invalid parameters" >&2; exit 1
+            fi
             mkdir -p {self.sys_module}/$name && echo K > {self.sys_module}/$name/taint
             [ -e {ctl}/no-sysfs ] && exit 0
             mkdir -p {self.sysfs}/$name && echo 1 > {self.sysfs}/$name/enabled
-            cat {ctl}/insmod-transition 2>/dev/null > {self.sysfs}/$name/transition || echo 1 > {self.sysfs}/$name/transition
+            # transition=1 (the Python side finishes it) unless a test wants it over at once
+            cat {ctl}/insmod-transition > {self.sysfs}/$name/transition 2>/dev/null
             [ -s {self.sysfs}/$name/transition ] || echo 1 > {self.sysfs}/$name/transition
             """)
         self.rmmod = fake_tool(self.root / "rmmod", f"""\
