@@ -12,6 +12,8 @@ Exit codes (documented in README.md):
 1     error: bad input, I/O, a tool failed (``PykpatchError``)
 2     unsupported change: the patch cannot be live patched
 3     no change found between original and patched objects
+4     ``kpatch``: a patch transition did not finish in time and was reversed
+5     ``kpatch``: a patch transition did not finish, nor did its reversal
 130   interrupted (Ctrl-C)
 ====  =======================================================
 """
@@ -22,6 +24,8 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_UNSUPPORTED = 2
 EXIT_NO_CHANGE = 3
+EXIT_TRANSITION_REVERSED = 4
+EXIT_TRANSITION_STUCK = 5
 EXIT_INTERRUPTED = 130
 
 
@@ -197,3 +201,51 @@ class DiffOutputError(PykpatchError):
         )
         self.name = name
         self.problems = list(problems)
+
+
+class ManageError(PykpatchError):
+    """A live patch could not be loaded, unloaded or installed on this system."""
+
+
+class ModuleRefused(ManageError):
+    """``kpatch`` refuses a module before calling the kernel.
+
+    The module is built for another kernel release (vermagic), is not a
+    live patch module, or the caller cannot load modules (not root, no
+    livepatch in this kernel).  ``found`` and ``expected`` hold the two
+    values the one-line message compares.
+    """
+
+    def __init__(self, message: str, found: str, expected: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.found = found
+        self.expected = expected
+
+
+class TransitionReversed(ManageError):
+    """A patch transition did not finish in time and was reversed.
+
+    The system is back where it was before the command: a patch being
+    loaded is not applied (and its module was removed), a patch being
+    unloaded is still applied.  ``tasks`` names the tasks that held it.
+    """
+
+    exit_code = EXIT_TRANSITION_REVERSED
+
+    def __init__(self, message: str, tasks: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.tasks = list(tasks)
+
+
+class TransitionStuck(ManageError):
+    """A patch transition did not finish and neither did its reversal.
+
+    The patch is left in transition; the message says which tasks hold
+    it, the hint what can still be done (wait, or force it).
+    """
+
+    exit_code = EXIT_TRANSITION_STUCK
+
+    def __init__(self, message: str, tasks: list[str], hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.tasks = list(tasks)

@@ -16,7 +16,10 @@ Modules, by job: ``source`` (Debian's linux-source tarball), ``config``
 (tinyconfig + fragment, verified), ``build`` (in-tree build, bootable
 snapshot, cache), ``steps`` (what the guest runs), ``initramfs`` (busybox,
 /init, cpio), ``qemu`` (boot with a hard timeout), ``console`` (parse the
-results and kernel trouble), ``cache`` and ``info`` (where things are kept).
+results and kernel trouble), ``cache`` and ``info`` (where things are kept),
+``guest`` (a Debian userspace with systemd on a virtio disk, for the
+operator's side) and ``debian`` (Debian packages, Debian's own kernel,
+fetched once into the cache).
 Library code raises ``pykpatch.errors.LabError`` and its subclasses.
 """
 

@@ -30,6 +30,10 @@ APT_PACKAGES = (
     "libssl-dev",
     "cpio",
     "xz-utils",
+    # the userspace guest (pykpatch.lab.guest): Debian root made with debootstrap, ext4 images, qcow2 disks
+    "debootstrap",
+    "e2fsprogs",
+    "qemu-utils",
 )
 
 _PT_INTERP = 3

@@ -174,9 +174,21 @@ def resolve_accel(accel: str) -> str:
     return accel
 
 
+@dataclass(frozen=True)
+class Drive:
+    """A virtio disk of the guest (``/dev/vda``, ``/dev/vdb``... in the order given)."""
+
+    path: Path
+    format: str = "raw"        # or "qcow2"
+    readonly: bool = False
+
+    def option(self) -> str:
+        return f"file={self.path},if=virtio,format={self.format}" + (",readonly=on" if self.readonly else "")
+
+
 def qemu_command(
     kernel: Path,
-    initrd: Path,
+    initrd: Path | None,
     results: Path,
     *,
     memory: str = DEFAULT_MEMORY,
@@ -184,11 +196,13 @@ def qemu_command(
     accel: str = "tcg",
     smp: int = 1,
     qemu: str = QEMU,
+    drives: Sequence[Drive] = (),
 ) -> list[str]:
     """The QEMU command line of one run.  Pure.
 
     ``-serial stdio`` is the console (ttyS0, read live through a pipe);
-    the second ``-serial`` is the results port (ttyS1, a file).
+    the second ``-serial`` is the results port (ttyS1, a file).  Without
+    an initrd the kernel mounts its root itself (``root=`` in ``append``).
     """
     cmd = [
         qemu,
@@ -198,12 +212,14 @@ def qemu_command(
         "-m", memory,
         "-smp", str(smp),
         "-kernel", str(kernel),
-        "-initrd", str(initrd),
+        *(["-initrd", str(initrd)] if initrd is not None else []),
         "-append", f"{BASE_CMDLINE} {append}".strip(),
         "-serial", "stdio",
         "-serial", f"file:{results}",
         "-net", "none",
     ]
+    for drive in drives:
+        cmd += ["-drive", drive.option()]
     if accel == "kvm":
         cmd += ["-accel", "kvm", "-cpu", "host"]
     else:
@@ -269,9 +285,26 @@ def _boot_in(
     initrd = build_initramfs(workdir / "initramfs.cpio", steps, nonce, modules=[Path(m) for m in modules],
                              busybox=busybox, keep_going=keep_going)
     results_path = workdir / "results.log"
-    results_path.write_bytes(b"")
     cmd = qemu_command(kernel, initrd, results_path, memory=memory, append=append,
                        accel=resolve_accel(accel), smp=smp)
+    return run_qemu(cmd, steps, nonce, workdir, timeout, on_console)
+
+
+def run_qemu(
+    cmd: list[str],
+    steps: Sequence[Step],
+    nonce: str,
+    workdir: Path,
+    timeout: float,
+    on_console: Callable[[str], None] | None,
+) -> BootResult:
+    """Run one QEMU command line to its end and judge it.
+
+    ``cmd``'s results port is ``workdir/results.log``; the guest reports
+    ``steps`` there with ``nonce`` (``initramfs.render_step_protocol``).
+    """
+    results_path = workdir / "results.log"
+    results_path.write_bytes(b"")
     if shutil.which(cmd[0]) is None:
         raise LabError(f"{cmd[0]} not found", hint="apt-get install -y qemu-system-x86")
 

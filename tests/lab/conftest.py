@@ -18,20 +18,27 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from pykpatch.errors import LabError
 from pykpatch.lab import BootResult, KernelBuild, Step, boot, ensure_kernel
+from pykpatch.lab.debian import DebianKernel, debian_kernel as fetch_debian_kernel
+from pykpatch.lab.guest import GuestRootfs, ensure_rootfs
 
 # Whole-run limit for a normal boot in the tests: a run takes ~4 s under
 # TCG, but CI machines can be loaded; a hang still ends in bounded time.
 BOOT_TIMEOUT = 90.0
 
 
+# Fixtures that make a test a kernel test (marker `kernel`).
+KERNEL_FIXTURES = frozenset({"lab_kernel", "debian_kernel", "guest_rootfs"})
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if "lab_kernel" in getattr(item, "fixturenames", ()):
+        if KERNEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.kernel)
 
 
@@ -46,20 +53,45 @@ def _uncaptured(config: pytest.Config) -> Iterator[None]:
         yield
 
 
-@pytest.fixture(scope="session")
-def lab_kernel(pytestconfig: pytest.Config) -> KernelBuild:
-    """The cached tiny livepatch kernel (built on first use)."""
+def _progress_printer(pytestconfig: pytest.Config, what: str) -> Callable[[str], None]:
     started = time.monotonic()
 
     def progress(msg: str) -> None:
         with _uncaptured(pytestconfig):
-            print(f"\n[lab {time.monotonic() - started:6.0f}s] {msg}", file=sys.stderr, end="", flush=True)
+            print(f"\n[{what} {time.monotonic() - started:6.0f}s] {msg}", file=sys.stderr, end="", flush=True)
 
+    return progress
+
+
+T = TypeVar("T")
+
+
+def _or_fail(purpose: str, make: Callable[[], T]) -> T:
+    """Run a lab preparation; a LabError fails the test with its message and hint (never a skip)."""
     try:
-        return ensure_kernel(progress=progress)
+        return make()
     except LabError as err:
         hint = f"\nhint: {err.hint}" if err.hint else ""
-        pytest.fail(f"cannot build the lab kernel: {err.message}{hint}", pytrace=False)
+        pytest.fail(f"cannot {purpose}: {err.message}{hint}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def lab_kernel(pytestconfig: pytest.Config) -> KernelBuild:
+    """The cached tiny livepatch kernel (built on first use)."""
+    return _or_fail("build the lab kernel", lambda: ensure_kernel(progress=_progress_printer(pytestconfig, "lab")))
+
+
+@pytest.fixture(scope="session")
+def guest_rootfs(pytestconfig: pytest.Config) -> GuestRootfs:
+    """The lab's Debian root image (debootstrap once, minutes; then cached)."""
+    return _or_fail("make the lab's Debian guest",
+                    lambda: ensure_rootfs(progress=_progress_printer(pytestconfig, "guest")))
+
+
+@pytest.fixture(scope="session")
+def debian_kernel() -> DebianKernel:
+    """Debian's own 6.1 kernel (image, modules, headers), fetched once into the cache."""
+    return _or_fail("fetch Debian's kernel", fetch_debian_kernel)
 
 
 BootFn = Callable[..., BootResult]
