@@ -21,7 +21,7 @@ from pathlib import Path
 from pykpatch.elf import read_elf, serialize
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import best_of  # noqa: E402
+from benchutil import best_of
 
 DEFAULT = "unique-id-pr-1314.ORIG.o"
 

@@ -25,7 +25,7 @@ from pykpatch.elf.constants import ET, SHF, SHN, SHT, STB, STT
 from pykpatch.symtab import KernelSymbolTable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchutil import best_of  # noqa: E402
+from benchutil import best_of
 
 BUDGET_S = 1.0
 

@@ -128,7 +128,8 @@ def main() -> int:
             problems.append("next run built a different module")
         problems += [f"after next run: {d}" for d in differences(before, tree_state(tree, [OBJECT], [SOURCE]))[:5]]
         verdict = "ok" if not problems else "FAIL " + "; ".join(problems)
-        print(f"[{i + 1:3d}/{args.runs}] {name:7s} after {delay:5.1f} s in {stage:10s} rc {proc.returncode:4d}: {verdict}",
+        print(f"[{i + 1:3d}/{args.runs}] {name:7s} after {delay:5.1f} s in {stage:10s} "
+              f"rc {proc.returncode:4d}: {verdict}",
               flush=True)
         if problems:
             failures.append(f"run {i + 1} ({name} in {stage}): {verdict}")

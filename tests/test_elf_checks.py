@@ -12,11 +12,18 @@ from __future__ import annotations
 import struct
 
 import pytest
-
 from elf_mutations import FieldEditor
+
 from pykpatch.elf import (
-    ElfObject, GroupSection, Relocation, Section, StringTableSection, Symbol, SymbolTableSection,
-    SymtabShndxSection, serialize,
+    ElfObject,
+    GroupSection,
+    Relocation,
+    Section,
+    StringTableSection,
+    Symbol,
+    SymbolTableSection,
+    SymtabShndxSection,
+    serialize,
 )
 from pykpatch.elf.constants import EM, ET, GRP_COMDAT, SHF, SHN, SHT, STB, STT
 from pykpatch.elf.validate import link_problems, symbol_order_problems

@@ -14,8 +14,18 @@ import subprocess
 import pytest
 
 from pykpatch.elf import (
-    ElfObject, GroupSection, Relocation, RelocationSection, Section, StringTableSection, Symbol,
-    SymbolTableSection, parse_elf, read_elf, serialize, write_elf,
+    ElfObject,
+    GroupSection,
+    Relocation,
+    RelocationSection,
+    Section,
+    StringTableSection,
+    Symbol,
+    SymbolTableSection,
+    parse_elf,
+    read_elf,
+    serialize,
+    write_elf,
 )
 from pykpatch.elf.constants import EM, GRP_COMDAT, SHF, SHN, SHT, STB, STT, ElfClass, ElfData
 

@@ -15,8 +15,17 @@ import time
 import pytest
 
 from pykpatch.elf import (
-    ElfObject, Relocation, Section, StringTableSection, Symbol, SymbolTableSection, SymtabShndxSection,
-    parse_elf, read_elf, serialize, write_elf,
+    ElfObject,
+    Relocation,
+    Section,
+    StringTableSection,
+    Symbol,
+    SymbolTableSection,
+    SymtabShndxSection,
+    parse_elf,
+    read_elf,
+    serialize,
+    write_elf,
 )
 from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT
 

@@ -17,11 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from pykpatch.kbuild.compiler import check_compiler, compiler_from_comment, compiler_from_version_line, compiler_of, compiler_of_vmlinux
-from pykpatch.kbuild.config import config_value, read_config
-from pykpatch.kbuild.release import kernel_release_from_tree, kernel_release_from_vmlinux, release_from_banner
-from pykpatch.kpatch_build import struct_sizes as kernelinfo
-from pykpatch.kpatch_build.struct_sizes import STRUCT_SIZE_KEYS, probe_struct_sizes
 from pykpatch.elf import ElfObject, Section, StringTableSection, write_elf
 from pykpatch.elf.constants import EM, ET, SHF, SHT, ElfClass, ElfData
 from pykpatch.errors import (
@@ -31,6 +26,17 @@ from pykpatch.errors import (
     KernelMismatchError,
     PykpatchError,
 )
+from pykpatch.kbuild.compiler import (
+    check_compiler,
+    compiler_from_comment,
+    compiler_from_version_line,
+    compiler_of,
+    compiler_of_vmlinux,
+)
+from pykpatch.kbuild.config import config_value, read_config
+from pykpatch.kbuild.release import kernel_release_from_tree, kernel_release_from_vmlinux, release_from_banner
+from pykpatch.kpatch_build import struct_sizes as kernelinfo
+from pykpatch.kpatch_build.struct_sizes import STRUCT_SIZE_KEYS, probe_struct_sizes
 
 DEBIAN_GCC = "GCC: (Debian 12.2.0-14+deb12u1) 12.2.0"
 BANNER = (b"Linux version 6.1.192 (root@vm) (gcc (Debian 12.2.0-14+deb12u1) 12.2.0, "

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
 import pytest
-
 from conftest import load_cases
+
 from pykpatch.elf import read_elf, write_elf
 from pykpatch.elf.constants import SHF, SHN
 from pykpatch.kpatch_build.klp import convert_to_klp, klp_summary, read_klp_relocations

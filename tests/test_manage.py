@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import load_cases
 from fake_kernel import RELEASE, FakeKernel, Task, make_ko
+
 from pykpatch import manage
 from pykpatch.commands import kpatch_cmd
 from pykpatch.errors import (

@@ -8,7 +8,15 @@ from pathlib import Path
 import pytest
 
 from pykpatch.elf import (
-    ElfObject, Section, StringTableSection, Symbol, SymbolTableSection, parse_elf, read_elf, serialize, write_elf,
+    ElfObject,
+    Section,
+    StringTableSection,
+    Symbol,
+    SymbolTableSection,
+    parse_elf,
+    read_elf,
+    serialize,
+    write_elf,
 )
 from pykpatch.elf.constants import EM, ET, SHF, SHN, SHT, STB, STT, ElfClass, ElfData
 from pykpatch.errors import SymtabError

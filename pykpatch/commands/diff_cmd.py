@@ -184,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
                 results = list(pool.map(_worker, payload, chunksize=max(1, len(jobs) // (workers * 4))))
-        for job, (code, lines) in zip(jobs, results):
+        for _code, lines in results:
             for line in lines:
                 print(line, file=sys.stderr)
         return most_severe([code for code, _ in results])

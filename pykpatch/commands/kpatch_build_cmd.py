@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--modules-dir", metavar="DIR",
                         help="the running kernel's modules (DIR/kernel/**.ko), for a tree never built")
     parser.add_argument("--distro-cache", metavar="DIR",
-                        help="where distribution packages are fetched (default: $PYKPATCH_DISTRO_CACHE or CACHEDIR/distro)")
+                        help="where distribution packages are fetched "
+                             "(default: $PYKPATCH_DISTRO_CACHE or CACHEDIR/distro)")
     parser.add_argument("-c", "--config", help="kernel .config (default: the tree's own)")
     parser.add_argument("-v", "--vmlinux", help="the target kernel's vmlinux (default: SRCDIR/vmlinux)")
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs (default: one per CPU)")

@@ -134,7 +134,11 @@ def _resolve_modules(names: list[str], kb: lab_build.KernelBuild | None) -> list
 def _run_boot(args: argparse.Namespace) -> int:
     kernel, kb = _resolve_kernel(args)
     modules = _resolve_modules(args.module, kb)
-    on_console = (lambda text: (sys.stderr.write(text), sys.stderr.flush())) if args.console else None
+    def echo_console(text: str) -> None:
+        sys.stderr.write(text)
+        sys.stderr.flush()
+
+    on_console = echo_console if args.console else None
     result = qemu.boot(
         kernel,
         [Step(s) for s in args.step],

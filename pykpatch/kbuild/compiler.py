@@ -15,8 +15,8 @@ import subprocess
 from pathlib import Path
 
 from pykpatch.errors import KernelInfoError, KernelMismatchError
-from pykpatch.kbuild.release import open_elf_headers
 from pykpatch.kbuild.make import first_error
+from pykpatch.kbuild.release import open_elf_headers
 
 # The kpatch-build option that turns the compiler check off (named in hints).
 SKIP_COMPILER_CHECK_OPTION = "--skip-compiler-check"

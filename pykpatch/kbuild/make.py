@@ -153,7 +153,7 @@ def run_make(
     started = time.monotonic()
     output = _Output(capture, frozenset(targets) if expected else None)
     try:
-        fh = open(log, "a", encoding="utf-8", errors="replace")
+        fh = open(log, "a", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed by the with below
     except OSError as err:
         raise KbuildError(f"{log}: cannot write the build log: {err.strerror or err}") from None
     with fh:

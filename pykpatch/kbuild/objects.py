@@ -55,7 +55,7 @@ class ObjectIndex:
 
     def cmd_files(self) -> list[str]:
         if self._cmd_files is None:
-            found = []
+            found: list[str] = []
             for dirpath, dirnames, filenames in os.walk(self.tree):
                 dirnames[:] = [d for d in dirnames if d not in (".git", "Documentation", "scripts", "tools")]
                 found.extend(os.path.join(dirpath, f) for f in filenames

@@ -6,8 +6,8 @@ import re
 from pathlib import Path
 
 from pykpatch.elf.constants import SHF, SHT
-from pykpatch.errors import ElfFormatError, KbuildError, KernelInfoError
 from pykpatch.elf.headers import ElfHeaders
+from pykpatch.errors import ElfFormatError, KbuildError, KernelInfoError
 from pykpatch.kbuild import make as kbuild_make
 from pykpatch.kbuild.make import first_error
 
@@ -15,7 +15,7 @@ from pykpatch.kbuild.make import first_error
 MAKE_TIMEOUT = 600.0
 
 def open_elf_headers(path: Path) -> ElfHeaders:
-    """A kernel image's ELF headers; an unreadable file is a ``KernelInfoError``, a malformed one an ``ElfFormatError``."""
+    """A kernel image's ELF headers (unreadable: ``KernelInfoError``; malformed: ``ElfFormatError``)."""
     try:
         return ElfHeaders(path)
     except ElfFormatError as err:

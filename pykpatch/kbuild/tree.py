@@ -71,9 +71,6 @@ class KernelTree:
                 parts.append(hashlib.sha256(p.read_bytes()[:65536]).hexdigest()[:16])
         return "-".join(parts)
 
-    def arch_dirs(self) -> list[str]:
-        return sorted(p.name for p in (self.path / "arch").iterdir() if p.is_dir()) if (self.path / "arch").is_dir() else []
-
 
 # What make may rewrite besides the objects it is asked for, when the C flags
 # change (measured on 6.1: asm-offsets, bounds, the syscall check and modpost

@@ -22,7 +22,8 @@ from pykpatch.kbuild.make import run_make
 _COMPILE = re.compile(r"\s-c -o (\S+\.o) (\S+\.c)(?=\s|;|$)")
 _MODFILE = re.compile(r"-DKBUILD_MODFILE='\"([^\"]+)\"'")
 _MODULE_FLAG = re.compile(r"(?:^|\s)-DMODULE(?=\s)")
-_MOD_LIST = re.compile(r"printf '%s\\n'\s+([^|']*?)\s*\| awk '!x\[\$0\]\+\+ \{ print\(\"([^\"]*)\"\$0\) \}' > (\S+)\.mod")
+_MOD_LIST = re.compile(r"printf '%s\\n'\s+([^|']*?)\s*\| "
+                       r"awk '!x\[\$0\]\+\+ \{ print\(\"([^\"]*)\"\$0\) \}' > (\S+)\.mod")
 DRY_RUN_TIMEOUT = 1800.0
 
 
@@ -49,10 +50,10 @@ def parse_dry_run(output: str) -> dict[str, CompileUnit]:
             members[f"{prefix}{obj}"] = module
     units: dict[str, CompileUnit] = {}
     for line in output.splitlines():
-        m = _COMPILE.search(line)
-        if m is None or line.lstrip().startswith("printf"):
+        compile_line = _COMPILE.search(line)
+        if compile_line is None or line.lstrip().startswith("printf"):
             continue
-        obj, source = m.group(1), m.group(2)
+        obj, source = compile_line.group(1), compile_line.group(2)
         if obj in units:
             continue
         if _MODULE_FLAG.search(line):

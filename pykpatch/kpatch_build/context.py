@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pykpatch.errors import TreeError
 from pykpatch.kbuild.tree import KernelTree
-from pykpatch.symtab import KernelSymbolTable
 from pykpatch.kpatch_build.workspace import TreeWorkspace
+from pykpatch.symtab import KernelSymbolTable
 
 Progress = Callable[[str], None]
 

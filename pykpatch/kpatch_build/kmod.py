@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -103,7 +104,7 @@ def run_kbuild(tree: Path, workdir: Path, log: Path, jobs: int = 1, variables: d
 
 
 def build_module(
-    diff_outputs: list[str | os.PathLike[str]],
+    diff_outputs: Sequence[str | os.PathLike[str]],
     tree: str | os.PathLike[str],
     name: str,
     output: str | os.PathLike[str],

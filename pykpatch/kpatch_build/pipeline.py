@@ -44,8 +44,13 @@ from pykpatch.kpatch_build.kmod import build_module, default_module_name, module
 from pykpatch.kpatch_build.original import FULL_TARGETS, OriginalBuild, build_key, estimate_full_build
 from pykpatch.kpatch_build.patched import patched_build
 from pykpatch.kpatch_build.patches import PatchFile, all_names, check_in_tree
-from pykpatch.kpatch_build.prepare import (check_against_reference, compiler_program, configure, prepare,
-                                           release_of_variables)
+from pykpatch.kpatch_build.prepare import (
+    check_against_reference,
+    compiler_program,
+    configure,
+    prepare,
+    release_of_variables,
+)
 from pykpatch.kpatch_build.reach import Parents, Reached, reached_in_built_tree, reached_in_prepared_tree
 from pykpatch.kpatch_build.route import Route, resolve_route
 from pykpatch.kpatch_build.signing import resolve_signing
@@ -162,7 +167,8 @@ def _reach(ctx: BuildContext, route: Route, ground: Ground, files: list[str]) ->
                       route.artifacts.module_symbols if route.artifacts is not None else None)
     if ground.built_tree:
         return reached_in_built_tree(route.srcdir, files, parents, ctx.progress)
-    graph = IncludeGraph.cached(route.srcdir, srcarch_of(read_config(route.srcdir / ".config")), ctx.workspace.root / "include-graph.json",
+    graph = IncludeGraph.cached(route.srcdir, srcarch_of(read_config(route.srcdir / ".config")),
+                                ctx.workspace.root / "include-graph.json",
                                 ctx.tree.source_version())
     return reached_in_prepared_tree(route.srcdir, files, parents, graph, ctx.log, ctx.progress)
 

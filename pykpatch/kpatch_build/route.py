@@ -92,7 +92,8 @@ def _matching_distro_kernel(opts: BuildOptions, vmlinux: Path, progress: Progres
     except DistroError as err:
         progress(f"not a {found.name} kernel with packages ({err.message}); using the tree and files given")
         return None
-    check_source_version(opts.srcdir, artifacts)
+    if opts.srcdir is not None:
+        check_source_version(opts.srcdir, artifacts)
     return artifacts
 
 

@@ -90,9 +90,9 @@ class TreeWorkspace:
     @contextlib.contextmanager
     def locked(self, on_wait: Callable[[str], None]) -> Iterator[None]:
         """One run per tree: the cache's lock, then a flock on the tree directory itself."""
-        with exclusive_lock(self.root / "lock", on_wait, f"{self.tree} (cache {self.cachedir})"):
-            with tree_directory_lock(self.tree, on_wait):
-                yield
+        with exclusive_lock(self.root / "lock", on_wait, f"{self.tree} (cache {self.cachedir})"), \
+                tree_directory_lock(self.tree, on_wait):
+            yield
 
 
 @contextlib.contextmanager

@@ -278,12 +278,12 @@ def _snapshot(tree: Path, key_dir: Path) -> list[Path]:
             if not src.is_file():
                 raise LabError(f"kernel build finished without {src}")
             shutil.copy2(src, tmp / name)
-        modules = []
+        modules: list[Path] = []
         for ko in sorted(_find_modules(tree)):
-            rel = Path("modules") / ko.relative_to(tree)
-            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ko, tmp / rel)
-            modules.append(rel)
+            in_snapshot = Path("modules") / ko.relative_to(tree)
+            (tmp / in_snapshot).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ko, tmp / in_snapshot)
+            modules.append(in_snapshot)
         remove_tree(target)
         os.replace(tmp, target)
     except BaseException:

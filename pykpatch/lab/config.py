@@ -95,9 +95,9 @@ def configure(tree: Path, key_dir: Path, fragment: str, log: Path, jobs: int) ->
     dotconfig = tree / ".config"
     stamp = key_dir / CONFIG_STAMP
     data = read_stamp(stamp)
-    if data is not None and dotconfig.is_file():
-        if data.get("digest") == config_digest(dotconfig.read_text(errors="replace")):
-            return dotconfig
+    if (data is not None and dotconfig.is_file()
+            and data.get("digest") == config_digest(dotconfig.read_text(errors="replace"))):
+        return dotconfig
     stamp.unlink(missing_ok=True)
 
     frag_path = key_dir / FRAGMENT_NAME

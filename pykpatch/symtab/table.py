@@ -266,4 +266,5 @@ class KernelSymbolTable:
         return iter(self.symbols)
 
     def __repr__(self) -> str:
-        return f"<KernelSymbolTable {self.path} ({self.format}) symbols={len(self.symbols)} files={len(self.file_blocks)}>"
+        return (f"<KernelSymbolTable {self.path} ({self.format}) symbols={len(self.symbols)} "
+                f"files={len(self.file_blocks)}>")

@@ -24,7 +24,8 @@ import pytest
 
 from pykpatch.errors import LabError
 from pykpatch.lab import BootResult, KernelBuild, Step, boot, ensure_kernel
-from pykpatch.lab.debian import DebianKernel, debian_kernel as fetch_debian_kernel
+from pykpatch.lab.debian import DebianKernel
+from pykpatch.lab.debian import debian_kernel as fetch_debian_kernel
 from pykpatch.lab.guest import GuestRootfs, ensure_rootfs
 
 # Whole-run limit for a normal boot in the tests: a run takes ~4 s under

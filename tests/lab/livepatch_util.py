@@ -19,8 +19,8 @@ from pathlib import Path
 
 from pykpatch.diff import run_diff
 from pykpatch.diff.engine import DiffResult
-from pykpatch.lab import KernelBuild
 from pykpatch.kpatch_build.kmod import ModuleResult, build_module, sanitize_name
+from pykpatch.lab import KernelBuild
 from pykpatch.symtab import KernelSymbolTable, ModuleSymvers
 
 # x86-64 6.1 lab kernel, measured with a probe module compiled in the lab

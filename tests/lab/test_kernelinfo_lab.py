@@ -16,14 +16,14 @@ from pathlib import Path
 
 import pytest
 
+from pykpatch.elf.constants import SHT
 from pykpatch.elf.headers import ElfHeaders
+from pykpatch.errors import KernelInfoError
 from pykpatch.kbuild.compiler import check_compiler, compiler_of, compiler_of_vmlinux
 from pykpatch.kbuild.config import config_value, read_config
 from pykpatch.kbuild.release import kernel_release_from_tree, kernel_release_from_vmlinux
 from pykpatch.kpatch_build import struct_sizes as kernelinfo
 from pykpatch.kpatch_build.struct_sizes import probe_struct_sizes
-from pykpatch.elf.constants import SHT
-from pykpatch.errors import KernelInfoError
 from pykpatch.lab import KernelBuild
 from pykpatch.symtab import KernelSymbolTable, ModuleSymvers
 

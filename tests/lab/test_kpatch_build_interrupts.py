@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from pykpatch.kpatch_build.workspace import tree_directory_lock
+
 from .tree_state import differences, tree_state
 
 PATCH = Path(__file__).resolve().parents[1] / "integration" / "patches" / "01-cmdline-string.patch"

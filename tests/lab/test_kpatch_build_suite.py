@@ -32,8 +32,8 @@ from pathlib import Path
 
 import pytest
 
-from pykpatch.lab import Step, insmod, read, rmmod, shell, wait_for, wait_until_gone, write
 from pykpatch.kpatch_build.workspace import TreeWorkspace, tree_directory_lock
+from pykpatch.lab import Step, insmod, read, rmmod, shell, wait_for, wait_until_gone, write
 from pykpatch.lab.cache import UNPACK_STAMP
 
 PATCHES = Path(__file__).resolve().parents[1] / "integration" / "patches"
@@ -429,7 +429,7 @@ def run_scenario(sc: Scenario, built: Built, lab_boot) -> Phases:
     assert result.ok, result.failures()
     assert not (result.panicked or result.oopsed or result.warned or result.call_trace), result.trouble.lines
     out: dict[str, list[str]] = {}
-    for (phase, _), step in zip(plan, result.steps):
+    for (phase, _), step in zip(plan, result.steps, strict=True):
         out.setdefault(phase, []).append(step.output)
     modname = f"livepatch_{name.replace('-', '_')}"
     assert out["transition"] == ["0\n"] and out["enabled"] == ["1\n"]

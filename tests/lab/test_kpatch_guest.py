@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from .guest_util import SYSFS_DUMP, Run, build_guest_modules, guest_files, named_steps, status
 from pykpatch.lab.debian import modules_with_dependencies
 from pykpatch.lab.guest import boot_guest, disk_initramfs, new_machine
+
+from .guest_util import SYSFS_DUMP, Run, build_guest_modules, guest_files, named_steps, status
 
 pytestmark = pytest.mark.kernel
 
