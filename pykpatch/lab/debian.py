@@ -17,17 +17,16 @@ kbuild scripts so that modules can be built against it.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from pykpatch.errors import LabError
+from pykpatch.distro.debian import Package, download
+from pykpatch.errors import DistroError, LabError
 from pykpatch.lab.cache import cache_root, locked, read_stamp, remove_tree, write_stamp
 from pykpatch.lab.logrun import run_logged
 from pykpatch.lab.source import find_source
@@ -38,25 +37,12 @@ IMAGE_METAPACKAGE = "linux-image-amd64"
 
 
 def debian_cache_root() -> Path:
-    """``~/.cache/pykpatch/debian`` (next to the lab's ``lab/``)."""
-    return cache_root().parent / "debian"
+    """``~/.cache/pykpatch/distro/debian`` (next to the lab's ``lab/``): the distribution provider's cache too.
 
-
-@dataclass(frozen=True)
-class Package:
-    """One Debian binary package at an exact version."""
-
-    name: str
-    version: str
-
-    @property
-    def spec(self) -> str:
-        return f"{self.name}={self.version}"
-
-    @property
-    def deb_name(self) -> str:
-        # apt-get download names files NAME_VERSION_ARCH.deb with ':' escaped as %3a.
-        return f"{self.name}_{self.version.replace(':', '%3a')}"
+    The lab's guest kernel and kpatch-build's distro route fetch the same
+    packages (the image, the headers): one cache, one download.
+    """
+    return cache_root().parent / "distro" / "debian"
 
 
 def _require_tools(*tools: str) -> None:
@@ -95,25 +81,6 @@ def parse_stanzas(text: str) -> list[dict[str, str]]:
     return stanzas
 
 
-def download(package: Package, debs: Path) -> Path:
-    """The package's .deb in ``debs``, downloaded first if it is not there."""
-    found = sorted(debs.glob(f"{package.deb_name}_*.deb"))
-    if found:
-        return found[0]
-    _require_tools("apt-get")
-    debs.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".download-", dir=debs) as tmp:
-        os.chmod(tmp, 0o755)   # apt drops privileges to _apt for the download when it can
-        run_logged(["apt-get", "download", "-q", package.spec], Path(tmp), debs / "download.log",
-                   what=f"apt-get download {package.spec}")
-        got = sorted(Path(tmp).glob("*.deb"))
-        if len(got) != 1:
-            raise LabError(f"apt-get download {package.spec} gave {len(got)} files, expected one")
-        dest = debs / got[0].name
-        got[0].replace(dest)
-    return dest
-
-
 def fetch(packages: Sequence[Package], dest: Path) -> Path:
     """Unpack ``packages`` together into ``dest`` (cached: done once per set of versions).
 
@@ -132,7 +99,10 @@ def fetch(packages: Sequence[Package], dest: Path) -> Path:
         _require_tools("dpkg-deb")
         debs = dest.parent / "debs"
         started = time.monotonic()
-        files = [download(p, debs) for p in packages]
+        try:
+            files = [download(p, debs) for p in packages]
+        except DistroError as err:
+            raise LabError(err.message, hint=err.hint) from None
         remove_tree(dest)
         dest.mkdir(parents=True)
         for deb in files:

@@ -25,11 +25,12 @@ import pytest
 
 from pykpatch.distro.debian import DebianProvider, release_built_from
 from pykpatch.lab import boot, insmod, read, rmmod, shell, wait_for, wait_until_gone, write
+from pykpatch.lab.debian import debian_cache_root
 
 pytestmark = pytest.mark.kernel
 
 PATCHES = Path(__file__).resolve().parents[1] / "integration" / "patches"
-DISTRO_CACHE = Path(os.environ.get("PYKPATCH_DISTRO_CACHE", str(Path.home() / ".cache/pykpatch/distro/debian")))
+DISTRO_CACHE = Path(os.environ.get("PYKPATCH_DISTRO_CACHE") or debian_cache_root())
 BUILD_TIMEOUT = 1800
 PCSPKR = "/sys/bus/platform/drivers/pcspkr"
 REBIND = f"echo pcspkr > {PCSPKR}/unbind && echo pcspkr > {PCSPKR}/bind && grep '^N: Name=.*Speaker' /proc/bus/input/devices"
