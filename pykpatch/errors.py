@@ -249,3 +249,7 @@ class TransitionStuck(ManageError):
     def __init__(self, message: str, tasks: list[str], hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.tasks = list(tasks)
+
+
+class KlpConversionError(PykpatchError):
+    """A linked livepatch module's description (``.pykpatch.relocs``) is inconsistent."""

@@ -30,6 +30,18 @@ struct pykpatch_callback {
 	const char *objname;
 };
 
+/*
+ * The record layout is defined once, in pykpatch/records.py, which the
+ * module build passes here: a mismatch stops the compile instead of
+ * loading garbage.
+ */
+_Static_assert(sizeof(struct pykpatch_func) == PYKPATCH_FUNC_RECORD, "pykpatch_func differs from records.py");
+_Static_assert(offsetof(struct pykpatch_func, name) == PYKPATCH_FUNC_NAME, "pykpatch_func.name offset");
+_Static_assert(offsetof(struct pykpatch_func, objname) == PYKPATCH_FUNC_OBJNAME, "pykpatch_func.objname offset");
+_Static_assert(offsetof(struct pykpatch_func, sympos) == PYKPATCH_FUNC_SYMPOS, "pykpatch_func.sympos offset");
+_Static_assert(sizeof(struct pykpatch_callback) == PYKPATCH_CALLBACK_RECORD, "pykpatch_callback differs");
+_Static_assert(offsetof(struct pykpatch_callback, objname) == PYKPATCH_CALLBACK_OBJNAME, "callback objname offset");
+
 extern struct pykpatch_func __pykpatch_funcs[], __pykpatch_funcs_end[];
 extern struct pykpatch_callback __pykpatch_pre_patch[], __pykpatch_pre_patch_end[];
 extern struct pykpatch_callback __pykpatch_post_patch[], __pykpatch_post_patch_end[];

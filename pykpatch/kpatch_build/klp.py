@@ -7,44 +7,31 @@ flagged ``SHF_RELA_LIVEPATCH``, against ``.klp.sym.OBJNAME.SYMNAME,SYMPOS``
 symbols with ``st_shndx = SHN_LIVEPATCH``; the livepatch core resolves and
 applies them when OBJNAME is present.  The linker would not keep such
 sections and symbols, so the diff describes them in ``.pykpatch.relocs``
-(format: ``pykpatch.diff.output``) and this step, run on the linked
-``.ko``, turns the description into the real thing and drops it.
+(format: ``pykpatch.records``) and this step, run on the linked ``.ko``,
+turns the description into the real thing and drops it.
 """
 
 from __future__ import annotations
 
-import struct
-from dataclasses import dataclass
+from pykpatch.elf.constants import SHF, SHN, STB, STT
+from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Symbol
+from pykpatch.errors import KlpConversionError
+from pykpatch.records import (
+    KLP_RELA_PREFIX,
+    KLP_SYM_PREFIX,
+    RELOC_DEST,
+    RELOC_NAME,
+    RELOC_OBJNAME,
+    RELOC_RECORD,
+    RELOCS_SECTION,
+    KlpReloc,
+    RelocRecord,
+    klp_rela_name,
+    klp_symbol_name,
+)
 
-from pykpatch.diff.output import FLAG_EXTERNAL, RELOC_RECORD, RELOCS_SECTION
-from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT
-from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section, Symbol
-from pykpatch.errors import PykpatchError
-
-KLP_RELA_PREFIX = ".klp.rela."
-KLP_SYM_PREFIX = ".klp.sym."
 # Kernel limit on object and symbol names in klp names (KSYM_NAME_LEN and MODULE_NAME_LEN).
 KSYM_NAME_LEN = 512
-
-
-class KlpConversionError(PykpatchError):
-    """The linked module's livepatch description is inconsistent."""
-
-
-@dataclass(frozen=True)
-class KlpRelocation:
-    """One livepatch relocation read back from a linked module."""
-
-    section: Section
-    offset: int
-    type: int
-    addend: int
-    name: str
-    objname: str
-    sympos: int
-    sym_type: int
-    sym_bind: int
-    external: bool
 
 
 def _string(obj: ElfObject, rel: Relocation | None, what: str) -> str:
@@ -56,7 +43,7 @@ def _string(obj: ElfObject, rel: Relocation | None, what: str) -> str:
         raise KlpConversionError(f"{obj.path}: {what}: {err}") from None
 
 
-def read_klp_relocations(obj: ElfObject) -> list[KlpRelocation]:
+def read_klp_relocations(obj: ElfObject) -> list[KlpReloc]:
     """Decode ``.pykpatch.relocs`` of a linked module (empty list if there is none)."""
     sec = next((s for s in obj.sections if s.name == RELOCS_SECTION), None)
     if sec is None:
@@ -64,30 +51,27 @@ def read_klp_relocations(obj: ElfObject) -> list[KlpRelocation]:
     if sec.size % RELOC_RECORD:
         raise KlpConversionError(f"{obj.path}: {RELOCS_SECTION} size {sec.size:#x} is not a multiple of {RELOC_RECORD}")
     by_offset = {r.offset: r for r in (sec.rela.relocations or [])} if sec.rela is not None else {}
-    fmt = ("<" if obj.layout.endian == "little" else ">") + "QQQQqII"
+    endian = obj.layout.endian
     out = []
     for base in range(0, sec.size, RELOC_RECORD):
-        _, _, _, sympos, addend, rtype, flags = struct.unpack_from(fmt, sec.data, base)
-        dest = by_offset.get(base)
+        number = base // RELOC_RECORD
+        record = RelocRecord.decode(sec.data, base, endian)
+        dest = by_offset.get(base + RELOC_DEST)
         if dest is None or dest.symbol is None or dest.symbol.section is None:
-            raise KlpConversionError(f"{obj.path}: livepatch relocation {base // RELOC_RECORD} has no destination")
-        out.append(KlpRelocation(
+            raise KlpConversionError(f"{obj.path}: livepatch relocation {number} has no destination")
+        out.append(KlpReloc(
             section=dest.symbol.section,
             offset=dest.symbol.value + dest.addend,
-            type=rtype,
-            addend=addend,
-            name=_string(obj, by_offset.get(base + 8), f"livepatch relocation {base // RELOC_RECORD} name"),
-            objname=_string(obj, by_offset.get(base + 16), f"livepatch relocation {base // RELOC_RECORD} object"),
-            sympos=sympos,
-            sym_type=(flags >> 8) & 0xFF,
-            sym_bind=(flags >> 16) & 0xFF,
-            external=bool(flags & FLAG_EXTERNAL),
+            type=record.type,
+            addend=record.addend,
+            name=_string(obj, by_offset.get(base + RELOC_NAME), f"livepatch relocation {number} name"),
+            objname=_string(obj, by_offset.get(base + RELOC_OBJNAME), f"livepatch relocation {number} object"),
+            sympos=record.sympos,
+            external=record.external,
+            sym_type=record.sym_type,
+            sym_bind=record.sym_bind,
         ))
     return out
-
-
-def klp_symbol_name(objname: str, name: str, sympos: int) -> str:
-    return f"{KLP_SYM_PREFIX}{objname}.{name},{sympos}"
 
 
 def convert_to_klp(obj: ElfObject) -> int:
@@ -105,7 +89,7 @@ def convert_to_klp(obj: ElfObject) -> int:
             sym = Symbol(sym_name, bind, k.sym_type or STT.NOTYPE, None, 0, 0, 0, SHN.LIVEPATCH)
             obj.add_symbol(sym)
             symbols[sym_name] = sym
-        sec_name = f"{KLP_RELA_PREFIX}{k.objname}.{k.section.name}"
+        sec_name = klp_rela_name(k.objname, k.section.name)
         relsec = sections.get(sec_name)
         if relsec is None:
             relsec = RelocationSection(
@@ -115,6 +99,7 @@ def convert_to_klp(obj: ElfObject) -> int:
             )
             obj.add_section(relsec)
             sections[sec_name] = relsec
+        assert relsec.relocations is not None  # made here, with a list
         relsec.relocations.append(Relocation(k.offset, k.type, sym, k.addend))
     drop = [s for s in obj.sections if s.name in (RELOCS_SECTION, ".rela" + RELOCS_SECTION)]
     obj.remove_sections(drop)
@@ -126,6 +111,3 @@ def klp_summary(obj: ElfObject) -> tuple[list[str], list[str]]:
     secs = [s.name for s in obj.sections if s.name.startswith(KLP_RELA_PREFIX)]
     syms = [s.name for s in obj.symbols if s.name.startswith(KLP_SYM_PREFIX)]
     return secs, syms
-
-
-__all__ = ["convert_to_klp", "read_klp_relocations", "klp_symbol_name", "KlpConversionError", "SHT"]

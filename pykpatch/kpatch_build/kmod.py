@@ -24,6 +24,7 @@ from pathlib import Path
 from pykpatch.elf.reader import read_elf
 from pykpatch.elf.writer import write_elf
 from pykpatch.errors import KbuildError, ModuleBuildError
+from pykpatch import records
 from pykpatch.kbuild.make import run_make
 from pykpatch.kpatch_build.klp import convert_to_klp
 from pykpatch.safeio import atomic_copy
@@ -92,7 +93,16 @@ def write_build_dir(workdir: Path, name: str, diff_outputs: list[Path], replace:
         f"{name}-objs := {' '.join(objs)}\n"
         "ldflags-y += -T $(src)/pykpatch.lds\n"
         f"ccflags-y += -DPYKPATCH_REPLACE={1 if replace else 0}\n"
+        f"ccflags-y += {record_layout_flags()}\n"
     )
+
+
+def record_layout_flags() -> str:
+    """The record layout of ``pykpatch.records`` for the glue's static assertions."""
+    values = {"FUNC_RECORD": records.FUNC_RECORD, "FUNC_NAME": records.FUNC_NAME,
+              "FUNC_OBJNAME": records.FUNC_OBJNAME, "FUNC_SYMPOS": records.FUNC_SYMPOS,
+              "CALLBACK_RECORD": records.CALLBACK_RECORD, "CALLBACK_OBJNAME": records.CALLBACK_OBJNAME}
+    return " ".join(f"-DPYKPATCH_{k}={v}" for k, v in values.items())
 
 
 def run_kbuild(tree: Path, workdir: Path, log: Path, jobs: int = 1, variables: dict[str, str] | None = None) -> None:

@@ -9,13 +9,20 @@ built by pykpatch also lists the functions it replaces (``.pykpatch.funcs``).
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pykpatch.diff.output import FUNC_RECORD, FUNCS_SECTION
+from pykpatch.elf.model import Relocation
 from pykpatch.elf.reader import read_elf
-from pykpatch.kpatch_build.klp import KLP_RELA_PREFIX, KLP_SYM_PREFIX
+from pykpatch.records import (
+    FUNC_NAME,
+    FUNC_OBJNAME,
+    FUNC_RECORD,
+    FUNCS_SECTION,
+    KLP_RELA_PREFIX,
+    KLP_SYM_PREFIX,
+    FuncRecord,
+)
 
 
 @dataclass
@@ -64,6 +71,16 @@ def _modinfo(obj) -> dict[str, str]:
     return out
 
 
+def _string(rel: Relocation | None) -> str | None:
+    """The string a record's relocation points at, or None when the record is damaged."""
+    if rel is None or rel.symbol is None or rel.symbol.section is None:
+        return None
+    try:
+        return rel.symbol.section.string_at(rel.symbol.value + rel.addend)
+    except IndexError:
+        return None
+
+
 def module_info(path: Path) -> ModuleInfo:
     """What a livepatch module built by pykpatch patches (read from the .ko, no kernel needed)."""
     obj = read_elf(path)
@@ -71,15 +88,12 @@ def module_info(path: Path) -> ModuleInfo:
     funcs = next((s for s in obj.sections if s.name == FUNCS_SECTION), None)
     if funcs is not None and funcs.rela is not None:
         rels = {r.offset: r for r in funcs.rela.relocations or ()}
-        fmt = "<Q" if obj.layout.endian == "little" else ">Q"
-        for base in range(0, funcs.size, FUNC_RECORD):
-            name_rel, obj_rel = rels.get(base + 8), rels.get(base + 16)
-            if name_rel is None or obj_rel is None or name_rel.symbol is None or obj_rel.symbol is None:
+        for base in range(0, funcs.size - FUNC_RECORD + 1, FUNC_RECORD):
+            name = _string(rels.get(base + FUNC_NAME))
+            objname = _string(rels.get(base + FUNC_OBJNAME))
+            if name is None or objname is None:
                 continue
-            name = name_rel.symbol.section.string_at(name_rel.symbol.value + name_rel.addend)
-            objname = obj_rel.symbol.section.string_at(obj_rel.symbol.value + obj_rel.addend)
-            sympos = struct.unpack_from(fmt, funcs.data, base + 24)[0]
-            info.functions.append((objname, name, sympos))
+            info.functions.append((objname, name, FuncRecord.decode(funcs.data, base, obj.layout.endian).sympos))
     info.klp_symbols = [s.name for s in obj.symbols if s.name.startswith(KLP_SYM_PREFIX)]
     info.klp_sections = [s.name for s in obj.sections if s.name.startswith(KLP_RELA_PREFIX)]
     return info

@@ -526,3 +526,19 @@ def test_non_replace_patches_stack(patch_a, patch_b_stack, lab_boot):
     assert s[9].output == "1\n"
     assert s[10].output == "patch A\n"
     assert s[14].output == ORIG_CMDLINE + "\n"
+
+
+def test_glue_asserts_the_record_layout_of_records_py(lab_kernel, tmp_path, monkeypatch):
+    """The C glue's struct pykpatch_func is checked against pykpatch/records.py at compile time."""
+    from pykpatch import records
+    from pykpatch.errors import ModuleBuildError
+    from pykpatch.kpatch_build.kmod import build_module
+
+    log = tmp_path / "ok.log"
+    built = build_module([], lab_kernel.tree, "livepatch-layout", tmp_path / "ok.ko", log=log, workdir=tmp_path / "ok")
+    assert built.path.is_file()
+    monkeypatch.setattr(records, "FUNC_RECORD", records.FUNC_RECORD + 8)
+    log = tmp_path / "bad.log"
+    with pytest.raises(ModuleBuildError):
+        build_module([], lab_kernel.tree, "livepatch-layout", tmp_path / "bad.ko", log=log, workdir=tmp_path / "bad")
+    assert "pykpatch_func differs from records.py" in log.read_text()
