@@ -19,7 +19,7 @@ from pykpatch.lab import build as lab_build
 from pykpatch.lab import info as lab_info
 from pykpatch.lab import prereqs, qemu
 from pykpatch.lab.cache import cache_root
-from pykpatch.lab.config import default_fragment
+from pykpatch.lab.config import DEFAULT_SERIES, SERIES, default_fragment
 from pykpatch.lab.source import DEFAULT_TARBALL, find_source
 from pykpatch.lab.steps import MODULE_DIR, Step
 
@@ -33,6 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b = sub.add_parser("build", help="build or reuse the cached tiny livepatch kernel; print its paths")
     b.add_argument("--jobs", "-j", type=int, default=None, help="parallel make jobs (default: number of CPUs)")
     b.add_argument("--rebuild", action="store_true", help="run make again and take a new snapshot")
+    b.add_argument("--series", choices=SERIES, default=DEFAULT_SERIES,
+                   help="the kernel series: 6.1 (Debian 12) or 6.12 (with IBT, call padding, call depth tracking)")
     b.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
     b.set_defaults(_lab=_run_build)
 
@@ -80,7 +82,8 @@ def _progress(quiet: bool):
 def _run_build(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
-    kb = lab_build.ensure_kernel(jobs=args.jobs, progress=_progress(args.quiet), rebuild=args.rebuild)
+    kb = lab_build.ensure_kernel(jobs=args.jobs, progress=_progress(args.quiet), rebuild=args.rebuild,
+                                 series=args.series)
     how = "reused from cache" if kb.reused else f"built in {kb.build_seconds:.0f} s"
     print(f"kernel {kb.kernelrelease} ({kb.source_version}), {how}")
     print(f"bzImage         {kb.bzimage}")

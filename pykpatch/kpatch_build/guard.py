@@ -10,7 +10,15 @@ against its parent's symbol table (vmlinux or the module's .ko):
 
 - its FILE block of local symbols is found in the parent (kpatch's
   ``find_local_syms``: the same statics, by name and type);
-- every function it defines that the parent has has the same size there.
+- every function it defines that the parent has has the same size there,
+  give or take branch relaxation: in the distribution's build (one
+  ``.text``) the assembler shortens a jump to a nearby function to 2 bytes;
+  with ``-ffunction-sections`` every jump to another function is a
+  relocated rel32 (5 bytes, 6 for a conditional one).  So an original may
+  be longer by at most ``MAX_RELAXATION`` bytes per relocated PC-relative
+  reference to another section, never shorter.  Weak functions are not
+  compared (the kernel's symbol may be the strong override elsewhere:
+  ``arch_report_meminfo`` of fs/proc/meminfo.c against arch/x86's).
 
 A mismatch stops the build naming the object and the symbols; building the
 whole tree (``--full-build``) and diffing against that build is the way out
@@ -23,6 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pykpatch.diff.lookup import LookupError_, ParentLookup
+from pykpatch.elf.arch import ArchInfo, arch_for
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, Symbol
 from pykpatch.elf.reader import read_elf
@@ -44,16 +53,35 @@ def _file_of(obj: ElfObject) -> dict[int, Symbol]:
     return out
 
 
+# x86: a rel32 jcc is 6 bytes, its short form 2; a rel32 jmp 5, its short form 2.
+MAX_RELAXATION = 4
+
+
+def relocated_branches(sym: Symbol, arch: ArchInfo | None) -> int:
+    """PC-relative references from ``sym``'s code to other sections: each may be a branch the plain build relaxed."""
+    rela = sym.section.rela if sym.section is not None else None
+    if rela is None or arch is None:
+        return 0
+    start, end = sym.value, sym.value + sym.size
+    return sum(1 for r in rela.relocations or () if start <= r.offset < end and arch.is_pcrel(r.type)
+               and r.symbol is not None and r.symbol.section is not sym.section)
+
+
 def size_mismatches(obj: ElfObject, lookup: ParentLookup) -> list[str]:
     """'name (N here, M in the kernel)' for each defined function whose size the parent disagrees with."""
     file_of = _file_of(obj)
+    arch = arch_for(obj.machine)
     out = []
     for sym in obj.symbols:
-        if sym.type != STT.FUNC or sym.section is None:
+        if sym.type != STT.FUNC or sym.section is None or sym.bind == STB.WEAK:
             continue
         found = lookup.lookup(sym, file_of.get(id(sym)))
-        if found is not None and found.size and found.size != sym.size:
-            out.append(f"{sym.name} ({sym.size} bytes here, {found.size} in {lookup.objname})")
+        if found is None or not found.size or found.size == sym.size:
+            continue
+        excess = sym.size - found.size
+        if 0 < excess <= MAX_RELAXATION * relocated_branches(sym, arch):
+            continue
+        out.append(f"{sym.name} ({sym.size} bytes here, {found.size} in {lookup.objname})")
     return out
 
 

@@ -38,7 +38,7 @@ from pykpatch.lab.cache import (
     remove_tree,
     write_stamp,
 )
-from pykpatch.lab.config import configure, default_fragment
+from pykpatch.lab.config import DEFAULT_SERIES, configure, default_fragment
 from pykpatch.lab.logrun import lab_make
 from pykpatch.lab.prereqs import missing_for_build, require
 from pykpatch.lab.source import KernelSource, find_source, unpack
@@ -149,17 +149,18 @@ def ensure_kernel(
     fragment: str | None = None,
     progress: Progress | None = None,
     rebuild: bool = False,
+    series: str = DEFAULT_SERIES,
 ) -> KernelBuild:
-    """Return the cached lab kernel, building it first if needed.
+    """Return the cached lab kernel of ``series`` (6.1 or 6.12), building it first if needed.
 
     A cold build takes minutes (unpack ~10 s, configure ~5 s, make ~6 min on
     two cores); a cached one returns in milliseconds.  ``rebuild`` forces
     ``make`` and a new snapshot (incremental: kbuild redoes only what changed).
     """
     say = progress or (lambda _msg: None)
-    source = source or find_source()
+    source = source or find_source(series=series)
     require(missing_for_build(source.tarball), "build the lab kernel")
-    fragment = default_fragment() if fragment is None else fragment
+    fragment = default_fragment(series) if fragment is None else fragment
     key = lab_key(source, fragment)
     key_dir = (root or cache_root()) / key
 

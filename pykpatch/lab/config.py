@@ -39,9 +39,20 @@ _SET = re.compile(r"^(CONFIG_\w+)=(.*)$")
 _UNSET = re.compile(r"^# (CONFIG_\w+) is not set$")
 
 
-def default_fragment() -> str:
-    """The fragment shipped with pykpatch."""
-    return resources.files("pykpatch.lab").joinpath("data", FRAGMENT_NAME).read_text()
+# The lab kernels, by source series: 6.1 (Debian 12) and 6.12 (Debian 13, Debian 12 backports).
+SERIES = ("6.1", "6.12")
+DEFAULT_SERIES = "6.1"
+
+
+def fragment_name(series: str = DEFAULT_SERIES) -> str:
+    return FRAGMENT_NAME if series == DEFAULT_SERIES else f"livepatch-tiny-{series}.config"
+
+
+def default_fragment(series: str = DEFAULT_SERIES) -> str:
+    """The fragment shipped with pykpatch for that source series."""
+    if series not in SERIES:
+        raise LabError(f"the lab has no kernel of series {series} (it builds {', '.join(SERIES)})")
+    return resources.files("pykpatch.lab").joinpath("data", fragment_name(series)).read_text()
 
 
 def parse_config(text: str) -> dict[str, str]:

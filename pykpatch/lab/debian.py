@@ -176,7 +176,7 @@ def relocate_headers(kernel: DebianKernel) -> None:
     """
     makefile = kernel.headers / "Makefile"
     text = makefile.read_text()
-    fixed = re.sub(r"^include /usr/src/", f"include {kernel.root}/usr/src/", text, flags=re.M)
+    fixed = re.sub(r"^include \S*/usr/src/", f"include {kernel.root}/usr/src/", text, flags=re.M)
     if fixed != text:
         makefile.write_text(fixed)
 

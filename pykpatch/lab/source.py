@@ -31,7 +31,7 @@ class KernelSource:
     version: str
 
 
-def find_source(tarball: Path | None = None, package: str = DEFAULT_PACKAGE) -> KernelSource:
+def find_source(tarball: Path | None = None, package: str = DEFAULT_PACKAGE, series: str | None = None) -> KernelSource:
     """Locate the source tarball and work out its version.
 
     The version comes from dpkg when the tarball belongs to the installed
@@ -39,9 +39,11 @@ def find_source(tarball: Path | None = None, package: str = DEFAULT_PACKAGE) -> 
     from elsewhere it is derived from its name, size and mtime, which is
     enough to notice that it was replaced.
     """
-    path = Path(tarball) if tarball is not None else DEFAULT_TARBALL
+    if series is not None:
+        package = f"linux-source-{series}"
+    path = Path(tarball) if tarball is not None else Path(f"/usr/src/{package}.tar.xz")
     if not path.is_file():
-        raise LabError(f"kernel source tarball not found: {path}", hint=INSTALL_HINT)
+        raise LabError(f"kernel source tarball not found: {path}", hint=f"apt-get install -y {package}")
     version = None
     if tarball is None:
         version = _dpkg_version(package)

@@ -63,7 +63,8 @@ def test_signed_loads_unsigned_and_untrusted_are_refused(lab_kernel, lab_boot, t
     ], modules=[signed, unsigned, untrusted], append="module.sig_enforce=1")
     assert result.ok, result.failures()
     out = [s.output for s in result.steps]
-    assert "rc=1" in out[0] and "rc=1" in out[1], out[:2]
-    assert "Key was rejected by service" in out[0]      # EKEYREJECTED: no signature, and one is required
-    assert "Required key not available" in out[1]       # ENOKEY: signed, by a key the kernel does not trust
+    # EKEYREJECTED both times: no signature where one is required, and a signature by a key the kernel
+    # does not trust (6.1 reports an unknown key the same way when signatures are enforced)
+    for refused in out[:2]:
+        assert "Key was rejected by service" in refused and "rc=0" not in refused, out[:2]
     assert "pykpatch=cmdline" in out[5] and out[9] == out[2] and "pykpatch" not in out[2]
