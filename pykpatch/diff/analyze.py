@@ -15,7 +15,7 @@ from collections import defaultdict
 
 from pykpatch.diff import rules
 from pykpatch.diff.state import ObjectFacts
-from pykpatch.elf.arch import ArchInfo
+from pykpatch.arch import ArchInfo
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, GroupSection, Relocation, RelocationSection, Section, Symbol
 from pykpatch.errors import PykpatchError
@@ -116,7 +116,7 @@ def pcrel_adjust(arch: ArchInfo, relsec: RelocationSection, rel: Relocation) -> 
     if name not in ("R_X86_64_PC32", "R_X86_64_PLT32"):
         return None
     try:
-        from pykpatch.elf.x86insn import insn_containing
+        from pykpatch.arch.x86_64.insn import insn_containing
     except ImportError:  # pragma: no cover - decoder not available
         return 4
     try:

@@ -120,7 +120,7 @@ def line_macro_change_only(st: DiffState, sec: Section) -> bool:
         return False
     if st.arch.name != "x86_64":
         return False
-    from pykpatch.elf.x86insn import decode
+    from pykpatch.arch.x86_64.insn import decode
 
     old, new = twin.data, sec.data
     offset, size, line_only = 0, sec.size, False

@@ -21,7 +21,7 @@ from pykpatch.diff.output import build_output
 from pykpatch.diff.special import STRUCT_SIZE_VARIABLES, SpecialSectionFilter
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.diff.validate import ParentSymbols, check_copied_relocations, check_input, validate_output
-from pykpatch.elf.arch import arch_for
+from pykpatch.arch import arch_for
 from pykpatch.elf.constants import ET, STB, STT
 from pykpatch.elf.model import ElfObject
 from pykpatch.elf.reader import read_elf

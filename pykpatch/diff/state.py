@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pykpatch.elf.arch import ArchInfo
+from pykpatch.arch import ArchInfo
 from pykpatch.elf.model import ElfObject, Relocation, Section, Symbol
 
 

@@ -31,7 +31,7 @@ from operator import attrgetter
 
 from pykpatch.diff.analyze import DiffInputError
 from pykpatch.diff.output import FUNC_RECORD, FUNCS_SECTION
-from pykpatch.elf.arch import ArchInfo
+from pykpatch.arch import ArchInfo
 from pykpatch.elf.constants import SHN, STB, STT
 from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section
 from pykpatch.elf.reader import parse_elf

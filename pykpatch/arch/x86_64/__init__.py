@@ -1,0 +1,1 @@
+"""x86_64 (placeholder while the seam is built: see pykpatch.arch)."""
