@@ -1,16 +1,36 @@
-"""Per-architecture facts: relocation type names, sizes and PC-relativity.
+"""The architecture seam: everything the generic stages need to know about one machine.
 
-The ELF model itself is architecture-neutral; stages that must understand a
-relocation (the diff compares code with relocations masked out, the klp
-conversion rewrites them) ask this table.  Architectures are added here as
-their support lands (x86_64 first).
+The ELF model and the diff stages are architecture-neutral.  Where they must
+understand a machine -- what a relocation type means, how a function's ftrace
+hook looks, which special sections exist, how a ``__LINE__`` immediate is
+loaded -- they ask the machine's ``ArchInfo``:
+
+- ``relocs``: every relocation type by number (name, bytes patched, PC-relative);
+- ``roles``: relocation types by what the generic code uses them for
+  (``Role.ABS64`` writes the diff's metadata pointers, ``Role.FUNC_POINTER``
+  marks ``&func`` taken in code...), so no stage compares type names;
+- ``hooks``: an ``ArchHooks`` object for the questions only code can answer
+  (where a PC-relative reference points, where the ftrace call site is...);
+- ``special_sections`` and ``struct_probes``: the kernel's special-section
+  tables on this machine and the structs whose sizes split them.
+
+Each architecture is one module of this package (``pykpatch.arch.x86_64``...)
+exporting ``ARCH``; ``arch_for(machine)`` finds it by ``e_machine``.  Adding an
+architecture means adding one module.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
+from functools import cache
+from typing import TYPE_CHECKING
 
-from pykpatch.elf.constants import EM
+if TYPE_CHECKING:  # the hooks see model objects; the model never imports this package's modules
+    from pykpatch.elf.model import ElfObject, Relocation, Section, Symbol
 
 
 @dataclass(frozen=True)
@@ -22,21 +42,201 @@ class RelocType:
     pcrel: bool = False
 
 
+class Role(Enum):
+    """What the generic stages use a relocation type for (``ArchInfo.roles`` maps each to its types)."""
+
+    # Writes a full pointer: the diff's .pykpatch.* records, __mcount_loc, callback objnames.
+    ABS64 = "absolute 64-bit address"
+    # Absolute references in code whose addend is the target offset itself (x86: mov $sym, %reg).
+    ABSOLUTE = "absolute address in code"
+    # A PC-relative call or branch to a function.
+    CALL = "PC-relative call or branch"
+    # Takes the address of a function in code (``&func``): resolved to the original function.
+    FUNC_POINTER = "function address taken in code"
+    # Loads a function's address from the GOT (s390 larl/lgrl @GOTENT): &func, whatever the addend.
+    FUNC_POINTER_GOT = "function address loaded from the GOT"
+    # The address just past a data section (a loop's end marker): means the section's last object.
+    DATA_END = "address of a data section's end"
+    # Reaches its target through a table entry (ppc64's .toc): compare and resolve the entry instead.
+    INDIRECT = "reference through a table entry"
+    # Handled by the module loader itself (TOC setup, entry sequences): never a livepatch relocation.
+    LOADER_ONLY = "applied by the module loader only"
+
+
+@dataclass(frozen=True)
+class SpecialSection:
+    """A kernel table with one fixed-size entry per site (``__bug_table``...), filtered per entry.
+
+    The entry size is the target kernel's struct size (``size_variable``, as
+    kpatch names it), a fixed size, or -- for ``.fixup`` -- found from the
+    ``__ex_table`` entries that point into it.
+    """
+
+    name: str
+    size_variable: str | None = None
+    fixed_size: int = 0
+
+
+@dataclass(frozen=True)
+class StructProbe:
+    """One struct whose size the diff needs to split a special section, and when it exists.
+
+    ``condition`` is a C preprocessor expression over the tree's CONFIG_
+    macros.  ``defined_in`` is the header (relative to the tree) that defines
+    the struct in the kernels we know; when the tree's copy has no ``struct
+    NAME {`` the struct is left out, because that kernel has no such section.
+    ``copied_from``: the struct is private to a C file (ppc64's fixup_entry),
+    so the probe copies its definition from there instead of including it.
+    """
+
+    key: str
+    struct: str
+    condition: str
+    includes: tuple[str, ...]
+    defined_in: str | None
+    copied_from: str | None = None
+
+    @property
+    def symbol(self) -> str:
+        return "pykpatch_size_" + self.key.removesuffix("_STRUCT_SIZE")
+
+
+# The structs every kernel architecture shares (include/linux, include/asm-generic).
+COMMON_STRUCT_PROBES: tuple[StructProbe, ...] = (
+    StructProbe("BUG_STRUCT_SIZE", "bug_entry", "defined(CONFIG_BUG) && defined(CONFIG_GENERIC_BUG)",
+                ("linux/bug.h",), "include/asm-generic/bug.h"),
+    StructProbe("EX_STRUCT_SIZE", "exception_table_entry", "1", ("linux/uaccess.h",), None),
+    StructProbe("JUMP_STRUCT_SIZE", "jump_entry", "defined(CONFIG_JUMP_LABEL)",
+                ("linux/jump_label.h",), "include/linux/jump_label.h"),
+)
+PRINTK_INDEX_PROBE = StructProbe("PRINTK_INDEX_STRUCT_SIZE", "pi_entry", "defined(CONFIG_PRINTK_INDEX)",
+                                 ("linux/printk.h",), "include/linux/printk.h")
+
+# The special sections of every architecture, in the order they are filtered:
+# .fixup is regenerated before __ex_table, whose entries point into it.
+COMMON_SPECIAL_SECTIONS: tuple[SpecialSection, ...] = (
+    SpecialSection("__bug_table", "BUG_STRUCT_SIZE"),
+    SpecialSection(".fixup"),
+    SpecialSection("__ex_table", "EX_STRUCT_SIZE"),
+    SpecialSection("__jump_table", "JUMP_STRUCT_SIZE"),
+)
+PRINTK_INDEX_SECTION = SpecialSection(".printk_index", "PRINTK_INDEX_STRUCT_SIZE")
+
+
+class ArchHooks:
+    """The questions about a machine that take code to answer; the defaults fit a RISC machine
+    whose relocations' addends are the target offsets and whose functions carry no special entry."""
+
+    def target_bias(self, target: Section, rel: Relocation) -> int | None:
+        """Bytes to add to ``rel.addend`` to get the offset it refers to in its symbol's section.
+
+        x86 measures PC-relative displacements from the end of the instruction;
+        s390's ``*DBL`` types from the instruction's start.  None: this
+        relocation cannot be mapped to a symbol offset.
+        """
+        return 0
+
+    def string_bias(self, target: Section, rel: Relocation) -> int:
+        """Like ``target_bias``, for a reference into a string section (the literal's offset)."""
+        return 0
+
+    def bundled_offset(self, sym: Symbol) -> int:
+        """Where a function sits in its own -ffunction-sections section (ppc64le: after its TOC word)."""
+        return 0
+
+    def ftrace_hooked(self, sym: Symbol) -> bool:
+        """Does function ``sym`` call the ftrace hook, judged from its own code and relocations?
+
+        Records of ``__mcount_loc`` / ``__patchable_function_entries`` are
+        checked by the caller; this is the arch's own recognition.
+        """
+        return False
+
+    def ftrace_site(self, sym: Symbol) -> int | None:
+        """Offset, in ``sym``'s section, of the ftrace call site the rebuilt records point at."""
+        return None
+
+    def line_change_sites(self, old: bytes, new: bytes) -> list[int] | None:
+        """Where two same-sized functions differ only in immediates that may carry ``__LINE__``.
+
+        Returns the end offset of each differing instruction (which must be a
+        load of an argument register), or None when they differ otherwise or
+        cannot be decoded.
+        """
+        return None
+
+    def indirect_target(self, rel: Relocation) -> Relocation | None:
+        """The relocation of the table entry a ``Role.INDIRECT`` reference goes through (ppc64 .toc)."""
+        return rel
+
+    def is_mapping_symbol(self, sym: Symbol) -> bool:
+        """Assembler mapping symbols (arm's ``$x``/``$d``) mark code/data transitions, they name nothing."""
+        return False
+
+    def keeps_normal_reference(self, sym: Symbol) -> bool:
+        """A symbol the module's own link provides (s390 expoline thunks): never a livepatch relocation."""
+        return False
+
+    def object_problems(self, obj: ElfObject) -> list[str]:
+        """Reasons this object is not one the arch support handles (ppc64 ELFv1...)."""
+        return []
+
+    def code_problems(self, functions: Iterable[tuple[Symbol, bool]]) -> list[str]:
+        """Refusals for changed or new code (``(symbol, changed)`` pairs) that this arch cannot patch live."""
+        return []
+
+    def normalize(self, obj: ElfObject) -> None:
+        """Rewrite what this machine's compiler emits in a form the generic stages expect (in place)."""
+
+
 @dataclass(frozen=True)
 class ArchInfo:
-    """What the diff and klp stages need to know about one machine."""
+    """What the diff, module and kpatch-build stages need to know about one machine."""
 
     name: str
     machine: int
     relocs: dict[int, RelocType] = field(default_factory=dict)
-    # Bytes of the instruction a PC-relative relocation is measured from the
-    # end of (x86: the 4-byte displacement ends the instruction, hence -4).
-    pcrel_bias: int = 0
-    # Name of the profiling hook every patchable function calls first.
-    ftrace_hook: str = "__fentry__"
+    roles: Mapping[Role, frozenset[int]] = field(default_factory=dict)
+    hooks: ArchHooks = field(default_factory=ArchHooks)
+    # Names the hook symbol may have in relocations (the first is the one messages show).
+    ftrace_hooks: tuple[str, ...] = ("__fentry__",)
     # Types the kernel's module loader applies to a module's allocated sections
     # (apply_relocate_add); any other type makes the module fail to load.
     module_types: frozenset[int] = frozenset()
+    special_sections: tuple[SpecialSection, ...] = ()
+    struct_probes: tuple[StructProbe, ...] = ()
+    # ftrace records go in one __patchable_function_entries section per function
+    # when the object has them (-fpatchable-function-entry), else in __mcount_loc.
+    uses_patchable_entries: bool = False
+    # Functions whose calls pass __LINE__ (None: rules.LINE_MACRO_CALLEES).
+    line_macro_callees: tuple[str, ...] | None = None
+    # Kernel-side names: kbuild's ARCH and SRCARCH, uname -m, Debian's cross-compiler prefix.
+    kernel_arch: str = ""
+    srcarch: str = ""
+    uname: str = ""
+    cross_compile: str = ""
+    big_endian: bool = False
+
+    @property
+    def ftrace_hook(self) -> str:
+        return self.ftrace_hooks[0] if self.ftrace_hooks else ""
+
+    @property
+    def special_section_names(self) -> frozenset[str]:
+        names = {s.name for s in self.special_sections}
+        return frozenset(names | ({".orc_unwind", ".orc_unwind_ip"} if any(
+            p.key == "ORC_STRUCT_SIZE" for p in self.struct_probes) else set()))
+
+    def types(self, role: Role) -> frozenset[int]:
+        return self.roles.get(role, frozenset())
+
+    def role_type(self, role: Role) -> int:
+        """The one type that plays ``role`` (the first by number): what the diff writes for it."""
+        types = self.roles.get(role)
+        if not types:
+            from pykpatch.errors import PykpatchError
+            raise PykpatchError(f"no {role.value} relocation type known for {self.name}")
+        return min(types)
 
     def reloc_name(self, rtype: int) -> str:
         info = self.relocs.get(rtype)
@@ -52,69 +252,69 @@ class ArchInfo:
         return bool(info and info.pcrel)
 
 
-def _table(*rows: tuple[int, str, int, bool]) -> dict[int, RelocType]:
+def reloc_table(rows: Iterable[tuple[int, str, int, bool]]) -> dict[int, RelocType]:
     return {num: RelocType(name, size, pcrel) for num, name, size, pcrel in rows}
 
 
-X86_64 = ArchInfo(
-    name="x86_64",
-    machine=EM.X86_64,
-    pcrel_bias=-4,
-    # arch/x86/kernel/module.c: NONE, 64, 32, 32S, PC32, PLT32, PC64.
-    module_types=frozenset({0, 1, 10, 11, 2, 4, 24}),
-    relocs=_table(
-        (0, "R_X86_64_NONE", 0, False),
-        (1, "R_X86_64_64", 8, False),
-        (2, "R_X86_64_PC32", 4, True),
-        (3, "R_X86_64_GOT32", 4, False),
-        (4, "R_X86_64_PLT32", 4, True),
-        (5, "R_X86_64_COPY", 0, False),
-        (6, "R_X86_64_GLOB_DAT", 8, False),
-        (7, "R_X86_64_JUMP_SLOT", 8, False),
-        (8, "R_X86_64_RELATIVE", 8, False),
-        (9, "R_X86_64_GOTPCREL", 4, True),
-        (10, "R_X86_64_32", 4, False),
-        (11, "R_X86_64_32S", 4, False),
-        (12, "R_X86_64_16", 2, False),
-        (13, "R_X86_64_PC16", 2, True),
-        (14, "R_X86_64_8", 1, False),
-        (15, "R_X86_64_PC8", 1, True),
-        (16, "R_X86_64_DTPMOD64", 8, False),
-        (17, "R_X86_64_DTPOFF64", 8, False),
-        (18, "R_X86_64_TPOFF64", 8, False),
-        (19, "R_X86_64_TLSGD", 4, True),
-        (20, "R_X86_64_TLSLD", 4, True),
-        (21, "R_X86_64_DTPOFF32", 4, False),
-        (22, "R_X86_64_GOTTPOFF", 4, True),
-        (23, "R_X86_64_TPOFF32", 4, False),
-        (24, "R_X86_64_PC64", 8, True),
-        (25, "R_X86_64_GOTOFF64", 8, False),
-        (26, "R_X86_64_GOTPC32", 4, True),
-        (27, "R_X86_64_GOT64", 8, False),
-        (28, "R_X86_64_GOTPCREL64", 8, True),
-        (29, "R_X86_64_GOTPC64", 8, True),
-        (30, "R_X86_64_GOTPLT64", 8, False),
-        (31, "R_X86_64_PLTOFF64", 8, False),
-        (32, "R_X86_64_SIZE32", 4, False),
-        (33, "R_X86_64_SIZE64", 8, False),
-        (34, "R_X86_64_GOTPC32_TLSDESC", 4, True),
-        (35, "R_X86_64_TLSDESC_CALL", 0, False),
-        (36, "R_X86_64_TLSDESC", 16, False),
-        (37, "R_X86_64_IRELATIVE", 8, False),
-        (38, "R_X86_64_RELATIVE64", 8, False),
-        (41, "R_X86_64_GOTPCRELX", 4, True),
-        (42, "R_X86_64_REX_GOTPCRELX", 4, True),
-    ),
-)
+def named_types(relocs: Mapping[int, RelocType], *names: str) -> frozenset[int]:
+    """Type numbers by name, for role tables; an unknown name is a bug in the arch module."""
+    by_name = {info.name: num for num, info in relocs.items()}
+    return frozenset(by_name[n] for n in names)
 
-_ARCHES = {X86_64.machine: X86_64}
+
+# The gABI's SHF_EXECINSTR.  The ELF reader imports this package for relocation
+# sizes, so this module imports nothing of pykpatch.elf at load time.
+_SHF_EXECINSTR = 0x4
+
+
+def is_code(sec: Section | None) -> bool:
+    """Executable section: where hooks decode instructions (the diff's ``rules.is_text``)."""
+    return sec is not None and bool(sec.flags & _SHF_EXECINSTR)
+
+
+@cache
+def _registry() -> dict[int, ArchInfo]:
+    """Every module of this package that exports ``ARCH``, by ``e_machine`` (imported once)."""
+    found: dict[int, ArchInfo] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        arch = getattr(module, "ARCH", None)
+        if isinstance(arch, ArchInfo):
+            found[arch.machine] = arch
+    return found
 
 
 def arch_for(machine: int) -> ArchInfo | None:
     """The ``ArchInfo`` for an ``e_machine`` value, or None if not supported yet."""
-    return _ARCHES.get(machine)
+    return _registry().get(machine)
+
+
+def supported_arches() -> list[ArchInfo]:
+    return sorted(_registry().values(), key=lambda a: a.name)
+
+
+def arch_named(name: str) -> ArchInfo | None:
+    """The arch a user or a kernel tree names: ``x86_64``, kbuild's ARCH/SRCARCH, or ``uname -m``."""
+    for arch in _registry().values():
+        if name in (arch.name, arch.kernel_arch, arch.srcarch, arch.uname):
+            return arch
+    return None
 
 
 def generic_arch(machine: int) -> ArchInfo:
     """An ``ArchInfo`` with no relocation knowledge, for describing unknown machines."""
-    return _ARCHES.get(machine) or ArchInfo(name=f"em{machine}", machine=machine)
+    return _registry().get(machine) or ArchInfo(name=f"em{machine}", machine=machine)
+
+
+def all_struct_size_variables() -> tuple[str, ...]:
+    """Every struct-size variable some architecture reads (kpatch's environment names)."""
+    keys: dict[str, None] = {}
+    for arch in supported_arches():
+        for probe in arch.struct_probes:
+            keys.setdefault(probe.key)
+    return tuple(keys)
+
+
+__all__ = ["ArchHooks", "ArchInfo", "COMMON_SPECIAL_SECTIONS", "COMMON_STRUCT_PROBES", "PRINTK_INDEX_PROBE",
+           "PRINTK_INDEX_SECTION", "RelocType", "Role", "SpecialSection", "StructProbe", "all_struct_size_variables",
+           "arch_for", "arch_named", "generic_arch", "is_code", "named_types", "reloc_table", "supported_arches"]

@@ -2,7 +2,7 @@
 
 - bundle_symbols: which function/object owns each -ffunction-sections section
 - detect_children: ``foo.cold`` / ``foo.part.N`` belong to ``foo``
-- find_ftrace_hooks: which functions start with a ``__fentry__`` call
+- find_ftrace_hooks: which functions have an ftrace call site (x86: ``__fentry__``)
 - replace_section_symbols: relocations against ``.text.foo`` (the section
   symbol) rewritten to ``foo`` (the symbol really meant), so that both
   objects' relocations can be compared and resolved by name
@@ -15,10 +15,13 @@ from collections import defaultdict
 
 from pykpatch.diff import rules
 from pykpatch.diff.state import ObjectFacts
-from pykpatch.arch import ArchInfo
+from pykpatch.arch import ArchInfo, Role
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, GroupSection, Relocation, RelocationSection, Section, Symbol
 from pykpatch.errors import PykpatchError
+
+# -fpatchable-function-entry's records of ftrace call sites (arm64, loongarch, ppc64le 6.x).
+PATCHABLE_ENTRIES = "__patchable_function_entries"
 
 
 class DiffInputError(PykpatchError):
@@ -27,7 +30,8 @@ class DiffInputError(PykpatchError):
 
 def analyze(obj: ElfObject, arch: ArchInfo, name: str) -> ObjectFacts:
     facts = ObjectFacts(obj)
-    bundle_symbols(facts, name)
+    arch.hooks.normalize(obj)
+    bundle_symbols(facts, arch, name)
     detect_children(facts, name)
     mark_grouped_sections(facts)
     map_file_blocks(facts)
@@ -37,9 +41,10 @@ def analyze(obj: ElfObject, arch: ArchInfo, name: str) -> ObjectFacts:
     return facts
 
 
-def bundle_symbols(facts: ObjectFacts, name: str) -> None:
+def bundle_symbols(facts: ObjectFacts, arch: ArchInfo, name: str) -> None:
     # With call padding (CONFIG_CALL_PADDING) a function starts after its
-    # __pfx_ symbol's NOPs, 16 bytes into its own section.
+    # __pfx_ symbol's NOPs, 16 bytes into its own section; elsewhere where
+    # the arch puts it (ppc64le: after the TOC word of its global entry).
     prefix_size: dict[tuple[Section, str], int] = {}
     for sym in facts.obj.symbols:
         target = rules.prefix_symbol_target(sym.name)
@@ -51,9 +56,13 @@ def bundle_symbols(facts: ObjectFacts, name: str) -> None:
         if sec is None or sym.type not in (STT.FUNC, STT.OBJECT):
             continue
         if rules.bundle_prefix_matches(sym, sec):
-            if sym.value != prefix_size.get((sec, sym.name), 0):
+            expected = prefix_size.get((sec, sym.name))
+            if expected is None:
+                expected = arch.hooks.bundled_offset(sym) if sym.type == STT.FUNC else 0
+            if sym.value != expected:
                 raise DiffInputError(
-                    f"{name}: symbol {sym.name} is at offset {sym.value:#x} of its own section {sec.name}, expected 0"
+                    f"{name}: symbol {sym.name} is at offset {sym.value:#x} of its own section {sec.name}, "
+                    f"expected {expected:#x}"
                 )
             facts.bundled[sec] = sym
 
@@ -101,29 +110,9 @@ def _symbols_by_section(obj: ElfObject) -> dict[Section, list[Symbol]]:
 
 
 def pcrel_adjust(arch: ArchInfo, relsec: RelocationSection, rel: Relocation) -> int | None:
-    """Bytes between a PC-relative relocation's field and the end of its instruction.
-
-    x86 measures PC-relative displacements from the end of the instruction,
-    so ``lea sym+off(%rip)`` has addend ``off - 4`` when nothing follows the
-    displacement, more when an immediate does.  Returns None when the
-    relocation is not one we can map to a symbol offset.
-    """
-    target = relsec.target
-    name = arch.reloc_name(rel.type)
-    # Outside code, and for absolute types, the addend is the offset itself.
-    if not rules.is_text(target) or name in ("R_X86_64_64", "R_X86_64_32S", "R_X86_64_32"):
-        return 0
-    if name not in ("R_X86_64_PC32", "R_X86_64_PLT32"):
-        return None
-    try:
-        from pykpatch.arch.x86_64.insn import insn_containing
-    except ImportError:  # pragma: no cover - decoder not available
-        return 4
-    try:
-        insn = insn_containing(target.data, rel.offset)
-    except PykpatchError:
-        return 4
-    return insn.offset + insn.length - rel.offset
+    """Bytes between a relocation's addend and the offset it refers to (the arch knows: x86
+    measures a displacement from the end of its instruction); None when it cannot be mapped."""
+    return arch.hooks.target_bias(relsec.target, rel)
 
 
 def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
@@ -134,6 +123,7 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
     references and to resolve them in the running kernel.
     """
     by_sec: dict[Section, list[Symbol]] | None = None
+    data_end = arch.types(Role.DATA_END)
     for relsec in facts.obj.relocation_sections():
         if relsec.relocations is None or rules.is_debug_section(relsec) or not isinstance(relsec.info, Section):
             continue
@@ -154,7 +144,7 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
             target_sec = sym.section
             # A data reference just past the section's end (an array's end marker) means its last object.
             end_marker = (not rules.is_text(target_sec) and rel.addend == target_sec.size
-                          and arch.reloc_name(rel.type) == "R_X86_64_32S")
+                          and rel.type in data_end)
             for cand in by_sec.get(target_sec, ()):
                 start, end = cand.value, cand.value + cand.size
                 at_end = end_marker and end == target_sec.size
@@ -171,14 +161,12 @@ def find_string_targets(facts: ObjectFacts, arch: ArchInfo) -> None:
     for relsec in facts.obj.relocation_sections():
         if relsec.relocations is None or not isinstance(relsec.info, Section):
             continue
-        text = rules.is_text(relsec.target)
+        target = relsec.target
         for rel in relsec.relocations:
             sym = rel.symbol
             if sym is None or sym.section not in strings:
                 continue
-            offset = sym.value + rel.addend
-            if text and arch.is_pcrel(rel.type):
-                offset += 4
+            offset = sym.value + rel.addend + arch.hooks.string_bias(target, rel)
             try:
                 facts.string[rel] = sym.section.string_at(offset)
             except IndexError:
@@ -186,27 +174,37 @@ def find_string_targets(facts: ObjectFacts, arch: ArchInfo) -> None:
 
 
 def find_ftrace_hooks(facts: ObjectFacts, arch: ArchInfo) -> None:
-    """Functions that call ``__fentry__`` first (or are listed in ``__mcount_loc``) can be patched.
+    """Functions with an ftrace call site can be patched: recorded in ``__mcount_loc``, in
+    ``__patchable_function_entries`` (where the arch uses them), or recognised by the arch in their code.
 
     The livepatch core redirects a function through its ftrace hook; a
     function without one (notrace, ``.cold`` parts) cannot be replaced.
     """
-    hook = arch.ftrace_hook
-    mcount_targets: set[Symbol] = set()
+    recorded: set[Symbol] = set()
+    entries: dict[Section, list[int]] = {}
     for sec in facts.obj.sections:
-        if sec.name == "__mcount_loc" and sec.rela is not None and sec.rela.relocations:
+        if sec.rela is None or not sec.rela.relocations:
+            continue
+        if sec.name == "__mcount_loc":
+            recorded.update(rel.symbol for rel in sec.rela.relocations if rel.symbol is not None)
+        elif sec.name == PATCHABLE_ENTRIES and arch.uses_patchable_entries:
             for rel in sec.rela.relocations:
-                if rel.symbol is not None:
-                    mcount_targets.add(rel.symbol)
+                sym = rel.symbol
+                if sym is not None and sym.section is not None:
+                    entries.setdefault(sym.section, []).append(sym.value + rel.addend)
+    hooked = arch.hooks.ftrace_hooked
     for sym in facts.obj.symbols:
         if sym.type != STT.FUNC or sym.section is None:
             continue
-        if sym in mcount_targets:
+        if sym in recorded or _has_patchable_entry(sym, entries.get(sym.section)) or hooked(sym):
             facts.has_hook.add(sym)
-            continue
-        relsec = sym.section.rela
-        if relsec is None or not relsec.relocations:
-            continue
-        first = min(relsec.relocations, key=lambda r: r.offset)
-        if first.symbol is not None and first.symbol.name in (hook, "mcount", "_mcount", "__mcount"):
-            facts.has_hook.add(sym)
+
+
+# -fpatchable-function-entry=N,M puts M of the N NOPs before the function (arm64 CALL_OPS: 2 of 4).
+MAX_ENTRY_PADDING = 8
+
+
+def _has_patchable_entry(sym: Symbol, sites: list[int] | None) -> bool:
+    """A ``__patchable_function_entries`` record points into the function or into the NOPs just before it."""
+    return bool(sites) and any(sym.value - MAX_ENTRY_PADDING <= site < sym.value + max(sym.size, 1)
+                               for site in sites or ())

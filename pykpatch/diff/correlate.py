@@ -95,6 +95,9 @@ def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
     # .LC0 string labels: the number drifts; strings are compared by content.
     if rules.is_local_label(a):
         return True
+    # arm's $x / $d mark code and data inside a section; every section has its own.
+    if st.arch.hooks.is_mapping_symbol(a):
+        return True
     # A group's signature symbol follows its (identical) group.
     if a.section is not None and isinstance(a.section, GroupSection) and st.twin.get(a.section) is not b.section:
         return True

@@ -111,7 +111,7 @@ def check_ftrace_hooks(st: DiffState) -> None:
         twin = st.twin.get(sym)
         if twin is None or twin not in st.orig.has_hook:
             hint = f" ({SYSCALL_HINT})" if rules.is_syscall_body(sym.name) else ""
-            st.error(f"function {sym.name} has no ftrace hook (__fentry__ call) in the original object: "
+            st.error(f"function {sym.name} has no ftrace hook ({st.arch.ftrace_hook} call) in the original object: "
                      f"it cannot be patched{hint}")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pykpatch.arch import ArchInfo
+from pykpatch.arch import ArchInfo, Role
 from pykpatch.elf.model import ElfObject, Relocation, Section, Symbol
 
 
@@ -56,6 +56,11 @@ class DiffState:
     # Unsupported changes found so far: one line each, naming section/function.
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Relocation types compared through a table entry (Role.INDIRECT), looked up per relocation.
+    indirect_types: frozenset[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.indirect_types = self.arch.types(Role.INDIRECT)
 
     # -- twins ----------------------------------------------------------------
     def correlate(self, a, b) -> None:

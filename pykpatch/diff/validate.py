@@ -56,7 +56,8 @@ def check_input(obj: ElfObject, arch: ArchInfo) -> None:
 
 
 def input_problems(obj: ElfObject, arch: ArchInfo) -> list[str]:
-    return link_problems(obj) + shared_target_problems(obj) + reserved_index_problems(obj) + alignment_problems(obj)
+    problems = link_problems(obj) + shared_target_problems(obj) + reserved_index_problems(obj)
+    return problems + alignment_problems(obj) + arch.hooks.object_problems(obj)
 
 
 def check_copied_relocations(obj: ElfObject, klp_types: list[int], arch: ArchInfo, patched: ElfObject) -> None:
