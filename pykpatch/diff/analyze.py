@@ -196,7 +196,10 @@ def find_ftrace_hooks(facts: ObjectFacts, arch: ArchInfo) -> None:
     for sym in facts.obj.symbols:
         if sym.type != STT.FUNC or sym.section is None:
             continue
-        if sym in recorded or _has_patchable_entry(sym, entries.get(sym.section)) or hooked(sym):
+        site = _patchable_entry(sym, entries.get(sym.section))
+        if site is not None:
+            facts.entry_site[sym] = site
+        if sym in recorded or site is not None or hooked(sym):
             facts.has_hook.add(sym)
 
 
@@ -204,7 +207,10 @@ def find_ftrace_hooks(facts: ObjectFacts, arch: ArchInfo) -> None:
 MAX_ENTRY_PADDING = 8
 
 
-def _has_patchable_entry(sym: Symbol, sites: list[int] | None) -> bool:
-    """A ``__patchable_function_entries`` record points into the function or into the NOPs just before it."""
-    return bool(sites) and any(sym.value - MAX_ENTRY_PADDING <= site < sym.value + max(sym.size, 1)
-                               for site in sites or ())
+def _patchable_entry(sym: Symbol, sites: list[int] | None) -> int | None:
+    """The ``__patchable_function_entries`` record (a section offset) that points into the function
+    or into the NOPs just before it, if there is one."""
+    for site in sites or ():
+        if sym.value - MAX_ENTRY_PADDING <= site < sym.value + max(sym.size, 1):
+            return site
+    return None

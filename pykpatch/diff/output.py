@@ -359,7 +359,9 @@ def emit_mcount(st: DiffState, plan: OutputPlan) -> None:
             continue
         if sym not in st.patched.has_hook:
             continue
-        site = site_of(sym)
+        site = st.patched.entry_site.get(sym)
+        if site is None:
+            site = site_of(sym)
         if site is None:
             continue
         entries.append((sym, site))

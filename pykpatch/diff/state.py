@@ -38,6 +38,8 @@ class ObjectFacts:
     string: dict[Relocation, str] = field(default_factory=dict)
     # FILE symbol block each local symbol belongs to (for the parent lookup).
     file_of: dict[Symbol, Symbol] = field(default_factory=dict)
+    # Section offset of a function's ftrace site as its __patchable_function_entries record says.
+    entry_site: dict[Symbol, int] = field(default_factory=dict)
     # __pfx_/__cfi_ symbols sitting at the start of a function's section.
     prefix_of: dict[Section, list[Symbol]] = field(default_factory=dict)
 
