@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import cache
@@ -57,7 +57,7 @@ class Role(Enum):
     FUNC_POINTER_GOT = "function address loaded from the GOT"
     # The address just past a data section (a loop's end marker): means the section's last object.
     DATA_END = "address of a data section's end"
-    # Reaches its target through a table entry (ppc64's .toc): compare and resolve the entry instead.
+    # Reaches its target through an entry of ArchInfo.indirect_table (ppc64's .toc): compare the entry.
     INDIRECT = "reference through a table entry"
     # Handled by the module loader itself (TOC setup, entry sequences): never a livepatch relocation.
     LOADER_ONLY = "applied by the module loader only"
@@ -165,24 +165,27 @@ class ArchHooks:
         """
         return None
 
-    def indirect_target(self, rel: Relocation) -> Relocation | None:
-        """The relocation of the table entry a ``Role.INDIRECT`` reference goes through (ppc64 .toc)."""
-        return rel
-
     def is_mapping_symbol(self, sym: Symbol) -> bool:
         """Assembler mapping symbols (arm's ``$x``/``$d``) mark code/data transitions, they name nothing."""
         return False
 
-    def keeps_normal_reference(self, sym: Symbol) -> bool:
-        """A symbol the module's own link provides (s390 expoline thunks): never a livepatch relocation."""
+    def keeps_normal_reference(self, rel: Relocation, base: Section) -> bool:
+        """A reference the module loader or the module's own link resolves (s390 expoline thunks,
+        ppc64's TOC pointer): never a livepatch relocation.  ``base``: the section it patches."""
+        return False
+
+    def resolve_live_even_if_exported(self, sym: Symbol) -> bool:
+        """An exported symbol that must still go through a livepatch relocation (ppc64le: a reference
+        to a function of the patched object means its local entry, which a normal relocation misses)."""
         return False
 
     def object_problems(self, obj: ElfObject) -> list[str]:
         """Reasons this object is not one the arch support handles (ppc64 ELFv1...)."""
         return []
 
-    def code_problems(self, functions: Iterable[tuple[Symbol, bool]]) -> list[str]:
-        """Refusals for changed or new code (``(symbol, changed)`` pairs) that this arch cannot patch live."""
+    def code_problems(self, functions: Iterable[tuple[Symbol, bool]], in_patch: Callable[[Symbol], bool]) -> list[str]:
+        """Refusals for changed or new code (``(symbol, changed)`` pairs) that this arch cannot patch live;
+        ``in_patch(sym)``: is that symbol's code or data part of the patch module (else the kernel's)?"""
         return []
 
     def normalize(self, obj: ElfObject) -> None:
@@ -208,6 +211,8 @@ class ArchInfo:
     # ftrace records go in one __patchable_function_entries section per function
     # when the object has them (-fpatchable-function-entry), else in __mcount_loc.
     uses_patchable_entries: bool = False
+    # The table Role.INDIRECT references go through (ppc64: ".toc"; its relocations hold the targets).
+    indirect_table: str | None = None
     # Functions whose calls pass __LINE__ (None: rules.LINE_MACRO_CALLEES).
     line_macro_callees: tuple[str, ...] | None = None
     # Kernel-side names: kbuild's ARCH and SRCARCH, uname -m, Debian's cross-compiler prefix.

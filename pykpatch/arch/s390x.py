@@ -136,8 +136,8 @@ class S390Hooks(ArchHooks):
             offset = end
         return sites
 
-    def keeps_normal_reference(self, sym: Symbol) -> bool:
-        return sym.name.startswith(EXPOLINE_PREFIX)
+    def keeps_normal_reference(self, rel: Relocation, base: Section) -> bool:
+        return rel.symbol is not None and rel.symbol.name.startswith(EXPOLINE_PREFIX)
 
 
 _EXPOLINE_SECTIONS = (".s390_return_mem", ".s390_return_reg", ".s390_indirect_call", ".s390_indirect_branches",

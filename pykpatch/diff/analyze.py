@@ -38,7 +38,29 @@ def analyze(obj: ElfObject, arch: ArchInfo, name: str) -> ObjectFacts:
     replace_section_symbols(facts, arch)
     find_string_targets(facts, arch)
     find_ftrace_hooks(facts, arch)
+    map_table_entries(facts, arch)
     return facts
+
+
+def map_table_entries(facts: ObjectFacts, arch: ArchInfo) -> None:
+    """Index the relocations of the arch's indirect table (ppc64 ``.toc``) by entry offset."""
+    if arch.indirect_table is None:
+        return
+    table = next((s for s in facts.obj.sections if s.name == arch.indirect_table), None)
+    if table is None:
+        return
+    facts.table = table
+    if table.rela is not None:
+        facts.table_entries = {rel.offset: rel for rel in table.rela.relocations or ()}
+
+
+def table_entry(facts: ObjectFacts, rel: Relocation) -> Relocation | None:
+    """The relocation a ``Role.INDIRECT`` reference's table entry holds; None for a constant entry
+    (or a reference that does not point into the table at all)."""
+    sym = rel.symbol
+    if sym is None or sym.section is not facts.table or facts.table is None:
+        return None
+    return facts.table_entries.get(sym.value + rel.addend)
 
 
 def bundle_symbols(facts: ObjectFacts, arch: ArchInfo, name: str) -> None:

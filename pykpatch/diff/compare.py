@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pykpatch.arch import Role
 from pykpatch.diff import rules
+from pykpatch.diff.analyze import table_entry
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import SHN, SHT, STT
 from pykpatch.elf.model import Relocation, RelocationSection, Section, Symbol
@@ -31,8 +32,7 @@ def relocations_equal(st: DiffState, r1: Relocation, r2: Relocation, shift: int 
 def _indirect_equal(st: DiffState, r1: Relocation, r2: Relocation) -> bool:
     """References through a table entry (ppc64 ``.toc``): the entries' offsets drift between
     builds, so compare what the entries refer to, or their constants when they hold one."""
-    hooks = st.arch.hooks
-    t1, t2 = hooks.indirect_target(r1), hooks.indirect_target(r2)
+    t1, t2 = table_entry(st.orig, r1), table_entry(st.patched, r2)
     if t1 is None or t2 is None:
         if t1 is not None or t2 is not None:
             return False
@@ -107,7 +107,7 @@ def compare_section(st: DiffState, a: Section, b: Section) -> Status:
     ):
         st.error(f"section {b.name}: header details (type, flags, entry size or alignment) differ")
         return Status.CHANGED
-    if a.name in REBUILT_SECTIONS:
+    if a.name in REBUILT_SECTIONS or _is_table_relocations(st, a):
         return Status.SAME
     if isinstance(a, RelocationSection) and isinstance(b, RelocationSection):
         return compare_relocation_sections(st, a, b)
@@ -118,6 +118,12 @@ def compare_section(st: DiffState, a: Section, b: Section) -> Status:
     return Status.CHANGED
 
 
+def _is_table_relocations(st: DiffState, sec: Section) -> bool:
+    """``.rela.toc``: its entries are compared through the references that load them, and the
+    table comes along whole (kpatch includes .toc as a standard element)."""
+    return isinstance(sec, RelocationSection) and sec.info is st.orig.table and st.orig.table is not None
+
+
 def _line_only_relocs_follow(st: DiffState, relsec: RelocationSection, after: int) -> bool:
     """After a changed ``__LINE__`` load: only strings / __warned, then a line-taking call."""
     callees = st.arch.line_macro_callees
@@ -126,7 +132,7 @@ def _line_only_relocs_follow(st: DiffState, relsec: RelocationSection, after: in
         if rel.offset < after:
             continue
         if rel.type in indirect:
-            target = st.arch.hooks.indirect_target(rel)
+            target = table_entry(st.patched, rel)
             if target is None:
                 continue  # a constant in the table
             rel = target

@@ -130,6 +130,7 @@ def run_diff(
     n_globals = inc.include_new_globals(st)
     inc.include_debug_sections(st)
     SpecialSectionFilter(st, sizes, lambda sym: _exported_by_module(lookup, sym)).run()
+    inc.check_arch_code(st)
     inc.verify_patchability(st)
 
     result = DiffResult(notes=st.notes)

@@ -232,6 +232,18 @@ def include_debug_sections(st: DiffState) -> None:
                                if r.symbol is not None and r.symbol.section is not None and r.symbol.section in st.include]
 
 
+def check_arch_code(st: DiffState) -> None:
+    """The arch's refusals for code going into the patch (ppc64le: sibling calls, calls without a TOC slot)."""
+    functions = [(sym, st.status.get(sym) == Status.CHANGED) for sym in st.patched.obj.symbols
+                 if sym.type == STT.FUNC and sym.section is not None and sym in st.include
+                 and st.status.get(sym) in (Status.CHANGED, Status.NEW)]
+    def in_patch(sym: Symbol) -> bool:
+        return sym.section is not None and sym.section in st.include
+
+    for problem in st.arch.hooks.code_problems(functions, in_patch):
+        st.error(problem)
+
+
 def verify_patchability(st: DiffState) -> None:
     """Refuse what cannot be live patched; every problem becomes one reason line.
 

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 from pykpatch.arch import Role
 from pykpatch.diff import rules
-from pykpatch.diff.analyze import PATCHABLE_ENTRIES, DiffInputError
+from pykpatch.diff.analyze import PATCHABLE_ENTRIES, DiffInputError, table_entry
 from pykpatch.diff.lookup import LookupError_, LookupResult, ParentLookup
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT
@@ -175,28 +175,28 @@ def function_pointer_entries(st: DiffState, out: ElfObject) -> set[Relocation]:
         for rel in relsec.relocations or ():
             if rel.type not in indirect:
                 continue
-            target = st.arch.hooks.indirect_target(rel)
+            target = table_entry(st.patched, rel)
             sym = target.symbol if target is not None else None
-            if sym is not None and sym.type == STT.FUNC and target.addend == sym.value:
+            if target is not None and sym is not None and sym.type == STT.FUNC and target.addend == sym.value:
                 entries.add(target)
     return entries
 
 
-def _loader_resolves(st: DiffState, rel: Relocation) -> bool:
+def _loader_resolves(st: DiffState, rel: Relocation, base: Section) -> bool:
     """References the module loader or the module's own link handle: never livepatch relocations
     (ppc64's TOC setup and entry sequences, s390's expoline thunks)."""
     if rel.type in st.arch.types(Role.LOADER_ONLY):
         return True
-    return rel.symbol is not None and st.arch.hooks.keeps_normal_reference(rel.symbol)
+    return st.arch.hooks.keeps_normal_reference(rel, base)
 
 
-def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation,
+def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation, base: Section,
               through_table: set[Relocation] | None = None) -> LookupResult | None:
     """The parent-table entry when this relocation must be resolved by the livepatch core."""
     sym = rel.symbol
     if sym is None or sym.type == STT.SECTION or sym.type == STT.FILE:
         return None
-    if _loader_resolves(st, rel):
+    if _loader_resolves(st, rel, base):
         return None
     if sym.section is not None:
         if not _is_function_pointer(st, rel, through_table or set()):
@@ -211,7 +211,9 @@ def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation,
             raise LookupError_(f"{st.name}: can't find local symbol {sym.name} in the {lookup.objname} symbol table")
         return found
     if found.exported:
-        return None if found.objname == "vmlinux" else found
+        if found.objname == "vmlinux" and not st.arch.hooks.resolve_live_even_if_exported(sym):
+            return None
+        return found
     return found
 
 
@@ -239,7 +241,7 @@ def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
         special = base.name in special_names
         kept = []
         for rel in relsec.relocations or ():
-            found = needs_klp(st, lookup, rel, through_table)
+            found = needs_klp(st, lookup, rel, base, through_table)
             if found is None:
                 kept.append(rel)
                 if rel.symbol is not None:

@@ -38,6 +38,9 @@ class ObjectFacts:
     string: dict[Relocation, str] = field(default_factory=dict)
     # FILE symbol block each local symbol belongs to (for the parent lookup).
     file_of: dict[Symbol, Symbol] = field(default_factory=dict)
+    # Entries of the arch's indirect table (ppc64 .toc) by offset: the relocation each entry holds.
+    table_entries: dict[int, Relocation] = field(default_factory=dict)
+    table: Section | None = None
     # Section offset of a function's ftrace site as its __patchable_function_entries record says.
     entry_site: dict[Symbol, int] = field(default_factory=dict)
     # __pfx_/__cfi_ symbols sitting at the start of a function's section.
