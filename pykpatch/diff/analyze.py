@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 
 from pykpatch.diff import rules
@@ -123,12 +124,43 @@ def map_file_blocks(facts: ObjectFacts) -> None:
             facts.file_of[sym] = current
 
 
-def _symbols_by_section(obj: ElfObject) -> dict[Section, list[Symbol]]:
-    by_sec: dict[Section, list[Symbol]] = defaultdict(list)
-    for sym in obj.symbols:
+class _SymbolsAt:
+    """The symbols of one section, indexed to find which one covers an offset without a scan.
+
+    ``owner(offset, at_end)`` gives what a scan of the symbol table in order
+    would: the first symbol (in table order) whose ``[value, value + size)``
+    holds ``offset`` -- or, for an end marker, that ends where the section
+    ends.  Symbols rarely overlap, so only those starting within the
+    section's largest symbol size before ``offset`` are looked at.
+    """
+
+    __slots__ = ("starts", "entries", "widest", "first_at_end")
+
+    def __init__(self, section: Section, symbols: list[tuple[int, Symbol]]) -> None:
+        ordered = sorted(symbols, key=lambda e: (e[1].value, e[0]))
+        self.starts = [sym.value for _, sym in ordered]
+        self.entries = ordered
+        self.widest = max((sym.size for _, sym in ordered), default=0)
+        self.first_at_end = min(((i, sym) for i, sym in symbols if sym.value + sym.size == section.size),
+                                key=lambda e: e[0], default=None)
+
+    def owner(self, offset: int, at_end: bool) -> Symbol | None:
+        best = self.first_at_end if at_end else None
+        hi = bisect_right(self.starts, offset)
+        lo = bisect_left(self.starts, offset - self.widest + 1) if self.widest else hi
+        for i in range(lo, hi):
+            order, sym = self.entries[i]
+            if offset < sym.value + sym.size and (best is None or order < best[0]):
+                best = (order, sym)
+        return best[1] if best is not None else None
+
+
+def _symbols_by_section(obj: ElfObject) -> dict[Section, _SymbolsAt]:
+    by_sec: dict[Section, list[tuple[int, Symbol]]] = defaultdict(list)
+    for i, sym in enumerate(obj.symbols):
         if sym.section is not None and sym.type != STT.SECTION:
-            by_sec[sym.section].append(sym)
-    return by_sec
+            by_sec[sym.section].append((i, sym))
+    return {sec: _SymbolsAt(sec, syms) for sec, syms in by_sec.items()}
 
 
 def pcrel_adjust(arch: ArchInfo, relsec: RelocationSection, rel: Relocation) -> int | None:
@@ -144,7 +176,7 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
     or the variable at 0x40; kpatch-build needs symbol names to compare
     references and to resolve them in the running kernel.
     """
-    by_sec: dict[Section, list[Symbol]] | None = None
+    by_sec: dict[Section, _SymbolsAt] | None = None
     data_end = arch.types(Role.DATA_END)
     for relsec in facts.obj.relocation_sections():
         if relsec.relocations is None or rules.is_debug_section(relsec) or not isinstance(relsec.info, Section):
@@ -167,14 +199,11 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
             # A data reference just past the section's end (an array's end marker) means its last object.
             end_marker = (not rules.is_text(target_sec) and rel.addend == target_sec.size
                           and rel.type in data_end)
-            for cand in by_sec.get(target_sec, ()):
-                start, end = cand.value, cand.value + cand.size
-                at_end = end_marker and end == target_sec.size
-                if not at_end and not (start <= rel.addend + add_off < end):
-                    continue
+            index = by_sec.get(target_sec)
+            cand = index.owner(rel.addend + add_off, end_marker) if index is not None else None
+            if cand is not None:
                 rel.symbol = cand
-                rel.addend -= start
-                break
+                rel.addend -= cand.value
 
 
 def find_string_targets(facts: ObjectFacts, arch: ArchInfo) -> None:
