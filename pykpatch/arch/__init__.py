@@ -306,6 +306,24 @@ def arch_named(name: str) -> ArchInfo | None:
     return None
 
 
+def cross_make_variables(target: ArchInfo, host_machine: str) -> dict[str, str]:
+    """kbuild's ``ARCH``/``CROSS_COMPILE`` to build ``target``'s kernel code on a ``host_machine``
+    (``uname -m``) host: none for a native build, Debian's cross compiler prefix otherwise."""
+    if host_machine == target.uname:
+        return {}
+    return {"ARCH": target.kernel_arch, "CROSS_COMPILE": target.cross_compile}
+
+
+def require_arch(name: str) -> ArchInfo:
+    """``arch_named`` for a name a person gave (``--arch``): an unknown one is a usage error."""
+    arch = arch_named(name)
+    if arch is None:
+        from pykpatch.errors import UsageError
+        raise UsageError(f"architecture {name!r} is not supported",
+                         hint="supported: " + ", ".join(a.name for a in supported_arches()))
+    return arch
+
+
 def generic_arch(machine: int) -> ArchInfo:
     """An ``ArchInfo`` with no relocation knowledge, for describing unknown machines."""
     return _registry().get(machine) or ArchInfo(name=f"em{machine}", machine=machine)
@@ -322,4 +340,4 @@ def all_struct_size_variables() -> tuple[str, ...]:
 
 __all__ = ["ArchHooks", "ArchInfo", "COMMON_SPECIAL_SECTIONS", "COMMON_STRUCT_PROBES", "PRINTK_INDEX_PROBE",
            "PRINTK_INDEX_SECTION", "RelocType", "Role", "SpecialSection", "StructProbe", "all_struct_size_variables",
-           "arch_for", "arch_named", "generic_arch", "is_code", "named_types", "reloc_table", "supported_arches"]
+           "arch_for", "arch_named", "cross_make_variables", "generic_arch", "require_arch", "is_code", "named_types", "reloc_table", "supported_arches"]

@@ -96,7 +96,8 @@ def _probe_source(tree: Path, probes: tuple[StructProbe, ...]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> dict[str, int]:
+def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None,
+                       variables: dict[str, str] | None = None) -> dict[str, int]:
     """kpatch's special-section struct sizes for the tree's configuration.
 
     Keys are those of kpatch-build's environment (``BUG_STRUCT_SIZE``,
@@ -112,6 +113,7 @@ def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> di
     configuration are exactly the kernel's; the sizes are the objects'
     symbol sizes.  Takes 1-2 s.  The tree is only read.
 
+    ``variables``: make variables of the tree (a cross build's ``ARCH``/``CROSS_COMPILE``).
     ``workdir`` receives the probe files; make's output is appended to
     ``log`` (the pipeline's build log) or written to ``WORKDIR/probe.log``.
     A failed compile raises ``KernelInfoError`` naming that log.
@@ -133,7 +135,7 @@ def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> di
 
     log_path = log if log is not None else workdir / f"{PROBE_NAME}.log"
     try:
-        proc = run_make(tree, [f"{PROBE_NAME}.o"], variables={"M": str(workdir)}, log=log_path,
+        proc = run_make(tree, [f"{PROBE_NAME}.o"], variables={**(variables or {}), "M": str(workdir)}, log=log_path,
                         what="struct size probe", capture=True, check=False, timeout=MAKE_TIMEOUT)
     except KbuildError as err:
         raise KernelInfoError(err.message, hint=err.hint) from None
@@ -158,7 +160,8 @@ def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> di
     return sizes
 
 
-def cached_struct_sizes(tree: Path, cache: Path, key: str, workdir: Path, log: Path) -> dict[str, int]:
+def cached_struct_sizes(tree: Path, cache: Path, key: str, workdir: Path, log: Path,
+                        variables: dict[str, str] | None = None) -> dict[str, int]:
     """The probe's answer for this tree, once per original-build key (cached in ``cache``)."""
     try:
         data = json.loads(cache.read_text())
@@ -166,6 +169,6 @@ def cached_struct_sizes(tree: Path, cache: Path, key: str, workdir: Path, log: P
             return {k: int(v) for k, v in data["sizes"].items()}
     except (OSError, ValueError, KeyError, AttributeError):
         pass
-    sizes = probe_struct_sizes(tree, workdir, log)
+    sizes = probe_struct_sizes(tree, workdir, log, variables)
     atomic_write_text(cache, json.dumps({"key": key, "sizes": sizes}), mode=0o600)
     return sizes
