@@ -338,6 +338,25 @@ def all_struct_size_variables() -> tuple[str, ...]:
     return tuple(keys)
 
 
-__all__ = ["ArchHooks", "ArchInfo", "COMMON_SPECIAL_SECTIONS", "COMMON_STRUCT_PROBES", "PRINTK_INDEX_PROBE",
-           "PRINTK_INDEX_SECTION", "RelocType", "Role", "SpecialSection", "StructProbe", "all_struct_size_variables",
-           "arch_for", "arch_named", "cross_make_variables", "generic_arch", "require_arch", "is_code", "named_types", "reloc_table", "supported_arches"]
+__all__ = [
+    "COMMON_SPECIAL_SECTIONS",
+    "COMMON_STRUCT_PROBES",
+    "PRINTK_INDEX_PROBE",
+    "PRINTK_INDEX_SECTION",
+    "ArchHooks",
+    "ArchInfo",
+    "RelocType",
+    "Role",
+    "SpecialSection",
+    "StructProbe",
+    "all_struct_size_variables",
+    "arch_for",
+    "arch_named",
+    "cross_make_variables",
+    "generic_arch",
+    "is_code",
+    "named_types",
+    "reloc_table",
+    "require_arch",
+    "supported_arches",
+]

@@ -12,8 +12,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pykpatch.arch import (
-    COMMON_SPECIAL_SECTIONS, COMMON_STRUCT_PROBES, ArchHooks, ArchInfo, Role, SpecialSection, StructProbe,
-    named_types, reloc_table,
+    COMMON_SPECIAL_SECTIONS,
+    COMMON_STRUCT_PROBES,
+    ArchHooks,
+    ArchInfo,
+    Role,
+    SpecialSection,
+    StructProbe,
+    named_types,
+    reloc_table,
 )
 from pykpatch.elf.constants import EM, STB, STT
 
@@ -144,7 +151,7 @@ class LoongArchHooks(ArchHooks):
         for relsec in obj.relocation_sections():
             for rel in relsec.relocations or ():
                 sym = rel.symbol
-                if sym is None or not _is_local_label(sym):
+                if sym is None or sym.section is None or not _is_local_label(sym):
                     continue
                 rel.addend += sym.value
                 rel.symbol = _section_symbol(obj, sym.section, cache)

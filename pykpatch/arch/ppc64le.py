@@ -22,8 +22,17 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from pykpatch.arch import (
-    COMMON_SPECIAL_SECTIONS, COMMON_STRUCT_PROBES, PRINTK_INDEX_PROBE, PRINTK_INDEX_SECTION, ArchHooks, ArchInfo,
-    Role, SpecialSection, StructProbe, named_types, reloc_table,
+    COMMON_SPECIAL_SECTIONS,
+    COMMON_STRUCT_PROBES,
+    PRINTK_INDEX_PROBE,
+    PRINTK_INDEX_SECTION,
+    ArchHooks,
+    ArchInfo,
+    Role,
+    SpecialSection,
+    StructProbe,
+    named_types,
+    reloc_table,
 )
 from pykpatch.elf.constants import EM, STT
 

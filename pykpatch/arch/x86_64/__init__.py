@@ -11,8 +11,18 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pykpatch.arch import (
-    COMMON_SPECIAL_SECTIONS, COMMON_STRUCT_PROBES, PRINTK_INDEX_PROBE, PRINTK_INDEX_SECTION, ArchHooks, ArchInfo,
-    Role, SpecialSection, StructProbe, is_code, named_types, reloc_table,
+    COMMON_SPECIAL_SECTIONS,
+    COMMON_STRUCT_PROBES,
+    PRINTK_INDEX_PROBE,
+    PRINTK_INDEX_SECTION,
+    ArchHooks,
+    ArchInfo,
+    Role,
+    SpecialSection,
+    StructProbe,
+    is_code,
+    named_types,
+    reloc_table,
 )
 from pykpatch.arch.x86_64.insn import decode, insn_containing
 from pykpatch.elf.constants import EM
