@@ -32,7 +32,9 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every subcommand, or of ``only`` (when the command line names it, the
+    other subcommands' modules are not imported: a diff batch does not pay for the lab's)."""
     parser = argparse.ArgumentParser(
         prog="pykpatch",
         description="Build and inspect Linux livepatch modules.",
@@ -41,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, module_name in SUBCOMMANDS:
+        if only is not None and name != only:
+            continue
         module = importlib.import_module(module_name)
         sp = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(sp)
@@ -78,7 +82,9 @@ def standalone_main(prog: str, module, argv: Sequence[str] | None = None) -> int
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
+    named = words[0] if words and words[0] in dict(SUBCOMMANDS) else None
+    parser = build_parser(named)
     args = parser.parse_args(argv)
     return run_guarded(args._run, args)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from pykpatch.elf.arch import generic_arch
+from pykpatch.arch import generic_arch
 from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT, ElfClass, ElfData
 from pykpatch.elf.structs import EHDR_FIELDS, SHDR_FIELDS, SYM32_FIELDS, SYM64_FIELDS, _FORMATS
 

@@ -68,7 +68,7 @@ BUG_ERRORS = (ElfWriteError, DiffOutputError)
 SAFETY_NET = "malformed ELF ("
 
 # x86_64 relocation types the kernel's module loader applies (arch/x86/kernel/module.c) and the
-# bytes each one patches; the oracle's own table, independent of pykpatch.elf.arch.
+# bytes each one patches; the oracle's own table, independent of pykpatch.arch.
 LOADER_WIDTHS = {0: 0, 1: 8, 2: 4, 4: 4, 10: 4, 11: 4, 24: 8}
 NO_BYTES = (SHT.NULL, SHT.NOBITS, SHT.REL, SHT.RELA, SHT.SYMTAB, SHT.STRTAB, SHT.GROUP, SHT.SYMTAB_SHNDX)
 

@@ -428,6 +428,7 @@ def test_probe_needs_a_tree_and_a_plain_workdir(tmp_path):
 def test_probe_without_exception_table_is_an_error(tmp_path, monkeypatch):
     need("make"), need("gcc")
     tree = probe_tree(tmp_path / "tree", "")
-    monkeypatch.setattr(kernelinfo, "_PROBES", tuple(p for p in kernelinfo._PROBES if p.key != "EX_STRUCT_SIZE"))
+    probes = kernelinfo._probes_for(tree)
+    monkeypatch.setattr(kernelinfo, "_probes_for", lambda _tree: tuple(p for p in probes if p.key != "EX_STRUCT_SIZE"))
     with pytest.raises(KernelInfoError, match="found no EX_STRUCT_SIZE"):
         probe_struct_sizes(tree, tmp_path / "work")

@@ -1,4 +1,4 @@
-"""Tests for pykpatch.elf.x86insn, the x86-64 instruction length decoder.
+"""Tests for pykpatch.arch.x86_64.insn, the x86-64 instruction length decoder.
 
 Ground truth is GNU objdump: instruction boundaries of every executable
 section of the kernel corpus, and of a hand-written sample assembled with
@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from pykpatch.elf import read_elf
 from pykpatch.elf.constants import SHF
-from pykpatch.elf.x86insn import MAX_INSN_LEN, Insn, X86DecodeError, decode, insn_containing, iter_insns
+from pykpatch.arch.x86_64.insn import MAX_INSN_LEN, Insn, X86DecodeError, decode, insn_containing, iter_insns
 from pykpatch.errors import PykpatchError
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "x86_64"

@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="where distribution packages are fetched "
                              "(default: $PYKPATCH_DISTRO_CACHE or CACHEDIR/distro)")
     parser.add_argument("-c", "--config", help="kernel .config (default: the tree's own)")
+    parser.add_argument("--arch", metavar="ARCH",
+                        help="build for another architecture's kernel (x86_64, ppc64le, s390x, aarch64, loongarch64; "
+                             "kbuild's ARCH names too): make gets ARCH= and Debian's CROSS_COMPILE=")
     parser.add_argument("-v", "--vmlinux", help="the target kernel's vmlinux (default: SRCDIR/vmlinux)")
     parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs (default: one per CPU)")
     parser.add_argument("-t", "--target", action="append", default=[],
@@ -65,6 +68,7 @@ def _on_signal(signum: int, frame: FrameType | None) -> None:  # pragma: no cove
 
 
 def options_from(args: argparse.Namespace):  # -> BuildOptions (imported lazily: fast --help)
+    from pykpatch.arch import require_arch
     from pykpatch.errors import UsageError
     from pykpatch.kpatch_build.context import BuildOptions, SigningOptions, default_jobs
     from pykpatch.kpatch_build.workspace import default_cachedir
@@ -99,6 +103,7 @@ def options_from(args: argparse.Namespace):  # -> BuildOptions (imported lazily:
         skip_compiler_check=args.skip_compiler_check,
         signing=SigningOptions(Path(args.sign_key) if args.sign_key else None,
                                Path(args.sign_cert) if args.sign_cert else None, args.no_sign),
+        arch=require_arch(args.arch).name if args.arch else None,
     )
 
 

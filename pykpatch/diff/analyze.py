@@ -2,7 +2,7 @@
 
 - bundle_symbols: which function/object owns each -ffunction-sections section
 - detect_children: ``foo.cold`` / ``foo.part.N`` belong to ``foo``
-- find_ftrace_hooks: which functions start with a ``__fentry__`` call
+- find_ftrace_hooks: which functions have an ftrace call site (x86: ``__fentry__``)
 - replace_section_symbols: relocations against ``.text.foo`` (the section
   symbol) rewritten to ``foo`` (the symbol really meant), so that both
   objects' relocations can be compared and resolved by name
@@ -11,14 +11,18 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 
 from pykpatch.diff import rules
 from pykpatch.diff.state import ObjectFacts
-from pykpatch.elf.arch import ArchInfo
+from pykpatch.arch import ArchInfo, Role
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, GroupSection, Relocation, RelocationSection, Section, Symbol
 from pykpatch.errors import PykpatchError
+
+# -fpatchable-function-entry's records of ftrace call sites (arm64, loongarch, ppc64le 6.x).
+PATCHABLE_ENTRIES = "__patchable_function_entries"
 
 
 class DiffInputError(PykpatchError):
@@ -27,19 +31,43 @@ class DiffInputError(PykpatchError):
 
 def analyze(obj: ElfObject, arch: ArchInfo, name: str) -> ObjectFacts:
     facts = ObjectFacts(obj)
-    bundle_symbols(facts, name)
+    arch.hooks.normalize(obj)
+    bundle_symbols(facts, arch, name)
     detect_children(facts, name)
     mark_grouped_sections(facts)
     map_file_blocks(facts)
     replace_section_symbols(facts, arch)
     find_string_targets(facts, arch)
     find_ftrace_hooks(facts, arch)
+    map_table_entries(facts, arch)
     return facts
 
 
-def bundle_symbols(facts: ObjectFacts, name: str) -> None:
+def map_table_entries(facts: ObjectFacts, arch: ArchInfo) -> None:
+    """Index the relocations of the arch's indirect table (ppc64 ``.toc``) by entry offset."""
+    if arch.indirect_table is None:
+        return
+    table = next((s for s in facts.obj.sections if s.name == arch.indirect_table), None)
+    if table is None:
+        return
+    facts.table = table
+    if table.rela is not None:
+        facts.table_entries = {rel.offset: rel for rel in table.rela.relocations or ()}
+
+
+def table_entry(facts: ObjectFacts, rel: Relocation) -> Relocation | None:
+    """The relocation a ``Role.INDIRECT`` reference's table entry holds; None for a constant entry
+    (or a reference that does not point into the table at all)."""
+    sym = rel.symbol
+    if sym is None or sym.section is not facts.table or facts.table is None:
+        return None
+    return facts.table_entries.get(sym.value + rel.addend)
+
+
+def bundle_symbols(facts: ObjectFacts, arch: ArchInfo, name: str) -> None:
     # With call padding (CONFIG_CALL_PADDING) a function starts after its
-    # __pfx_ symbol's NOPs, 16 bytes into its own section.
+    # __pfx_ symbol's NOPs, 16 bytes into its own section; elsewhere where
+    # the arch puts it (ppc64le: after the TOC word of its global entry).
     prefix_size: dict[tuple[Section, str], int] = {}
     for sym in facts.obj.symbols:
         target = rules.prefix_symbol_target(sym.name)
@@ -51,9 +79,13 @@ def bundle_symbols(facts: ObjectFacts, name: str) -> None:
         if sec is None or sym.type not in (STT.FUNC, STT.OBJECT):
             continue
         if rules.bundle_prefix_matches(sym, sec):
-            if sym.value != prefix_size.get((sec, sym.name), 0):
+            expected = prefix_size.get((sec, sym.name))
+            if expected is None:
+                expected = arch.hooks.bundled_offset(sym) if sym.type == STT.FUNC else 0
+            if sym.value != expected:
                 raise DiffInputError(
-                    f"{name}: symbol {sym.name} is at offset {sym.value:#x} of its own section {sec.name}, expected 0"
+                    f"{name}: symbol {sym.name} is at offset {sym.value:#x} of its own section {sec.name}, "
+                    f"expected {expected:#x}"
                 )
             facts.bundled[sec] = sym
 
@@ -92,38 +124,49 @@ def map_file_blocks(facts: ObjectFacts) -> None:
             facts.file_of[sym] = current
 
 
-def _symbols_by_section(obj: ElfObject) -> dict[Section, list[Symbol]]:
-    by_sec: dict[Section, list[Symbol]] = defaultdict(list)
-    for sym in obj.symbols:
+class _SymbolsAt:
+    """The symbols of one section, indexed to find which one covers an offset without a scan.
+
+    ``owner(offset, at_end)`` gives what a scan of the symbol table in order
+    would: the first symbol (in table order) whose ``[value, value + size)``
+    holds ``offset`` -- or, for an end marker, that ends where the section
+    ends.  Symbols rarely overlap, so only those starting within the
+    section's largest symbol size before ``offset`` are looked at.
+    """
+
+    __slots__ = ("starts", "entries", "widest", "first_at_end")
+
+    def __init__(self, section: Section, symbols: list[tuple[int, Symbol]]) -> None:
+        ordered = sorted(symbols, key=lambda e: (e[1].value, e[0]))
+        self.starts = [sym.value for _, sym in ordered]
+        self.entries = ordered
+        self.widest = max((sym.size for _, sym in ordered), default=0)
+        self.first_at_end = min(((i, sym) for i, sym in symbols if sym.value + sym.size == section.size),
+                                key=lambda e: e[0], default=None)
+
+    def owner(self, offset: int, at_end: bool) -> Symbol | None:
+        best = self.first_at_end if at_end else None
+        hi = bisect_right(self.starts, offset)
+        lo = bisect_left(self.starts, offset - self.widest + 1) if self.widest else hi
+        for i in range(lo, hi):
+            order, sym = self.entries[i]
+            if offset < sym.value + sym.size and (best is None or order < best[0]):
+                best = (order, sym)
+        return best[1] if best is not None else None
+
+
+def _symbols_by_section(obj: ElfObject) -> dict[Section, _SymbolsAt]:
+    by_sec: dict[Section, list[tuple[int, Symbol]]] = defaultdict(list)
+    for i, sym in enumerate(obj.symbols):
         if sym.section is not None and sym.type != STT.SECTION:
-            by_sec[sym.section].append(sym)
-    return by_sec
+            by_sec[sym.section].append((i, sym))
+    return {sec: _SymbolsAt(sec, syms) for sec, syms in by_sec.items()}
 
 
 def pcrel_adjust(arch: ArchInfo, relsec: RelocationSection, rel: Relocation) -> int | None:
-    """Bytes between a PC-relative relocation's field and the end of its instruction.
-
-    x86 measures PC-relative displacements from the end of the instruction,
-    so ``lea sym+off(%rip)`` has addend ``off - 4`` when nothing follows the
-    displacement, more when an immediate does.  Returns None when the
-    relocation is not one we can map to a symbol offset.
-    """
-    target = relsec.target
-    name = arch.reloc_name(rel.type)
-    # Outside code, and for absolute types, the addend is the offset itself.
-    if not rules.is_text(target) or name in ("R_X86_64_64", "R_X86_64_32S", "R_X86_64_32"):
-        return 0
-    if name not in ("R_X86_64_PC32", "R_X86_64_PLT32"):
-        return None
-    try:
-        from pykpatch.elf.x86insn import insn_containing
-    except ImportError:  # pragma: no cover - decoder not available
-        return 4
-    try:
-        insn = insn_containing(target.data, rel.offset)
-    except PykpatchError:
-        return 4
-    return insn.offset + insn.length - rel.offset
+    """Bytes between a relocation's addend and the offset it refers to (the arch knows: x86
+    measures a displacement from the end of its instruction); None when it cannot be mapped."""
+    return arch.hooks.target_bias(relsec.target, rel)
 
 
 def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
@@ -133,7 +176,8 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
     or the variable at 0x40; kpatch-build needs symbol names to compare
     references and to resolve them in the running kernel.
     """
-    by_sec: dict[Section, list[Symbol]] | None = None
+    by_sec: dict[Section, _SymbolsAt] | None = None
+    data_end = arch.types(Role.DATA_END)
     for relsec in facts.obj.relocation_sections():
         if relsec.relocations is None or rules.is_debug_section(relsec) or not isinstance(relsec.info, Section):
             continue
@@ -154,15 +198,12 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
             target_sec = sym.section
             # A data reference just past the section's end (an array's end marker) means its last object.
             end_marker = (not rules.is_text(target_sec) and rel.addend == target_sec.size
-                          and arch.reloc_name(rel.type) == "R_X86_64_32S")
-            for cand in by_sec.get(target_sec, ()):
-                start, end = cand.value, cand.value + cand.size
-                at_end = end_marker and end == target_sec.size
-                if not at_end and not (start <= rel.addend + add_off < end):
-                    continue
+                          and rel.type in data_end)
+            index = by_sec.get(target_sec)
+            cand = index.owner(rel.addend + add_off, end_marker) if index is not None else None
+            if cand is not None:
                 rel.symbol = cand
-                rel.addend -= start
-                break
+                rel.addend -= cand.value
 
 
 def find_string_targets(facts: ObjectFacts, arch: ArchInfo) -> None:
@@ -171,14 +212,12 @@ def find_string_targets(facts: ObjectFacts, arch: ArchInfo) -> None:
     for relsec in facts.obj.relocation_sections():
         if relsec.relocations is None or not isinstance(relsec.info, Section):
             continue
-        text = rules.is_text(relsec.target)
+        target = relsec.target
         for rel in relsec.relocations:
             sym = rel.symbol
             if sym is None or sym.section not in strings:
                 continue
-            offset = sym.value + rel.addend
-            if text and arch.is_pcrel(rel.type):
-                offset += 4
+            offset = sym.value + rel.addend + arch.hooks.string_bias(target, rel)
             try:
                 facts.string[rel] = sym.section.string_at(offset)
             except IndexError:
@@ -186,27 +225,43 @@ def find_string_targets(facts: ObjectFacts, arch: ArchInfo) -> None:
 
 
 def find_ftrace_hooks(facts: ObjectFacts, arch: ArchInfo) -> None:
-    """Functions that call ``__fentry__`` first (or are listed in ``__mcount_loc``) can be patched.
+    """Functions with an ftrace call site can be patched: recorded in ``__mcount_loc``, in
+    ``__patchable_function_entries`` (where the arch uses them), or recognised by the arch in their code.
 
     The livepatch core redirects a function through its ftrace hook; a
     function without one (notrace, ``.cold`` parts) cannot be replaced.
     """
-    hook = arch.ftrace_hook
-    mcount_targets: set[Symbol] = set()
+    recorded: set[Symbol] = set()
+    entries: dict[Section, list[int]] = {}
     for sec in facts.obj.sections:
-        if sec.name == "__mcount_loc" and sec.rela is not None and sec.rela.relocations:
+        if sec.rela is None or not sec.rela.relocations:
+            continue
+        if sec.name == "__mcount_loc":
+            recorded.update(rel.symbol for rel in sec.rela.relocations if rel.symbol is not None)
+        elif sec.name == PATCHABLE_ENTRIES and arch.uses_patchable_entries:
             for rel in sec.rela.relocations:
-                if rel.symbol is not None:
-                    mcount_targets.add(rel.symbol)
+                sym = rel.symbol
+                if sym is not None and sym.section is not None:
+                    entries.setdefault(sym.section, []).append(sym.value + rel.addend)
+    hooked = arch.hooks.ftrace_hooked
     for sym in facts.obj.symbols:
         if sym.type != STT.FUNC or sym.section is None:
             continue
-        if sym in mcount_targets:
+        site = _patchable_entry(sym, entries.get(sym.section))
+        if site is not None:
+            facts.entry_site[sym] = site
+        if sym in recorded or site is not None or hooked(sym):
             facts.has_hook.add(sym)
-            continue
-        relsec = sym.section.rela
-        if relsec is None or not relsec.relocations:
-            continue
-        first = min(relsec.relocations, key=lambda r: r.offset)
-        if first.symbol is not None and first.symbol.name in (hook, "mcount", "_mcount", "__mcount"):
-            facts.has_hook.add(sym)
+
+
+# -fpatchable-function-entry=N,M puts M of the N NOPs before the function (arm64 CALL_OPS: 2 of 4).
+MAX_ENTRY_PADDING = 8
+
+
+def _patchable_entry(sym: Symbol, sites: list[int] | None) -> int | None:
+    """The ``__patchable_function_entries`` record (a section offset) that points into the function
+    or into the NOPs just before it, if there is one."""
+    for site in sites or ():
+        if sym.value - MAX_ENTRY_PADDING <= site < sym.value + max(sym.size, 1):
+            return site
+    return None

@@ -8,11 +8,12 @@ constants passed to ``__might_sleep``/WARN helpers are not changes.
 
 from __future__ import annotations
 
+from pykpatch.arch import Role
 from pykpatch.diff import rules
+from pykpatch.diff.analyze import table_entry
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import SHN, SHT, STT
 from pykpatch.elf.model import Relocation, RelocationSection, Section, Symbol
-from pykpatch.errors import PykpatchError
 
 # Sections rebuilt from scratch in the output: their differences do not matter.
 REBUILT_SECTIONS = frozenset({"__mcount_loc", ".rela__mcount_loc",
@@ -23,6 +24,33 @@ def relocations_equal(st: DiffState, r1: Relocation, r2: Relocation, shift: int 
     """Same relocation, ``r2`` being ``shift`` bytes further into its section than ``r1``."""
     if r1.type != r2.type or r1.offset + shift != r2.offset:
         return False
+    if r1.type in st.indirect_types:
+        return _indirect_equal(st, r1, r2)
+    return _targets_equal(st, r1, r2)
+
+
+def _indirect_equal(st: DiffState, r1: Relocation, r2: Relocation) -> bool:
+    """References through a table entry (ppc64 ``.toc``): the entries' offsets drift between
+    builds, so compare what the entries refer to, or their constants when they hold one."""
+    t1, t2 = table_entry(st.orig, r1), table_entry(st.patched, r2)
+    if t1 is None or t2 is None:
+        if t1 is not None or t2 is not None:
+            return False
+        return _table_constant(r1) == _table_constant(r2)
+    return _targets_equal(st, t1, t2)
+
+
+def _table_constant(rel: Relocation) -> bytes:
+    """The 8 bytes of a table entry that has no relocation (a constant the code loads)."""
+    sym = rel.symbol
+    if sym is None or sym.section is None:
+        return b""
+    start = sym.value + rel.addend
+    return bytes(sym.section.data[start:start + 8])
+
+
+def _targets_equal(st: DiffState, r1: Relocation, r2: Relocation) -> bool:
+    """Same target: name (compiler numbering aside), addend, or string literal content."""
     s1, s2 = r1.symbol, r2.symbol
     if s1 is None or s2 is None:
         return s1 is s2 and r1.addend == r2.addend
@@ -79,7 +107,7 @@ def compare_section(st: DiffState, a: Section, b: Section) -> Status:
     ):
         st.error(f"section {b.name}: header details (type, flags, entry size or alignment) differ")
         return Status.CHANGED
-    if a.name in REBUILT_SECTIONS:
+    if a.name in REBUILT_SECTIONS or _is_table_relocations(st, a):
         return Status.SAME
     if isinstance(a, RelocationSection) and isinstance(b, RelocationSection):
         return compare_relocation_sections(st, a, b)
@@ -90,11 +118,24 @@ def compare_section(st: DiffState, a: Section, b: Section) -> Status:
     return Status.CHANGED
 
 
+def _is_table_relocations(st: DiffState, sec: Section) -> bool:
+    """``.rela.toc``: its entries are compared through the references that load them, and the
+    table comes along whole (kpatch includes .toc as a standard element)."""
+    return isinstance(sec, RelocationSection) and sec.info is st.orig.table and st.orig.table is not None
+
+
 def _line_only_relocs_follow(st: DiffState, relsec: RelocationSection, after: int) -> bool:
-    """After a changed ``mov $line, %esi``: only strings / __warned, then a line-taking call."""
+    """After a changed ``__LINE__`` load: only strings / __warned, then a line-taking call."""
+    callees = st.arch.line_macro_callees
+    indirect = st.arch.types(Role.INDIRECT)
     for rel in relsec.relocations or ():
         if rel.offset < after:
             continue
+        if rel.type in indirect:
+            target = table_entry(st.patched, rel)
+            if target is None:
+                continue  # a constant in the table
+            rel = target
         if rel in st.patched.string:
             continue
         sym = rel.symbol
@@ -103,44 +144,27 @@ def _line_only_relocs_follow(st: DiffState, relsec: RelocationSection, after: in
             continue
         if sym is not None and sym.type == STT.SECTION:
             continue
-        return name.startswith("warn_slowpath_") or name in rules.LINE_MACRO_CALLEES
+        return rules.is_line_macro_callee(name, callees)
     return False
 
 
 def line_macro_change_only(st: DiffState, sec: Section) -> bool:
     """True when a function differs only in ``__LINE__`` immediates (WARN/might_sleep sites).
 
-    Example (might_sleep):  ``be f7 01 00 00   mov $0x1f7,%esi`` then a call to
+    Example (x86 might_sleep):  ``be f7 01 00 00   mov $0x1f7,%esi`` then a call to
     ``__might_sleep``; adding a line above changes 0x1f7 and nothing else.
+    The arch finds the changed loads; each must be followed by such a call.
     """
     twin = st.twin.get(sec)
     if (st.status.get(sec) != Status.CHANGED or isinstance(sec, RelocationSection) or not rules.is_text(sec)
             or twin is None or twin.size != sec.size or sec.rela is None
             or st.status.get(sec.rela) != Status.SAME):
         return False
-    if st.arch.name != "x86_64":
+    sites = st.arch.hooks.line_change_sites(twin.data, sec.data)
+    if not sites:
         return False
-    from pykpatch.elf.x86insn import decode
-
-    old, new = twin.data, sec.data
-    offset, size, line_only = 0, sec.size, False
-    try:
-        while offset < size:
-            i1 = decode(old, offset)
-            i2 = decode(new, offset)
-            if i1.length != i2.length:
-                return False
-            end = offset + i1.length
-            if old[offset:end] != new[offset:end]:
-                if not (i1.opcode == i2.opcode and i1.opcode in (0xBA, 0xBE)):
-                    return False
-                if not _line_only_relocs_follow(st, sec.rela, end):
-                    return False
-                line_only = True
-            offset = end
-    except PykpatchError:
-        return False
-    return line_only
+    relsec = sec.rela
+    return all(_line_only_relocs_follow(st, relsec, end) for end in sites)
 
 
 def _needs_parent_hook(st: DiffState, sym: Symbol) -> bool:

@@ -95,6 +95,13 @@ def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
     # .LC0 string labels: the number drifts; strings are compared by content.
     if rules.is_local_label(a):
         return True
+    # The object that owns an assembler-label section (s390's OBJECT .Lubsan_data167 in
+    # .data.rel.local..Lubsan_data167) follows its section, which is never paired.
+    if a.section is not None and rules.is_local_label_section(a.section) and a.section.name.endswith("." + a.name):
+        return True
+    # arm's $x / $d mark code and data inside a section; every section has its own.
+    if st.arch.hooks.is_mapping_symbol(a):
+        return True
     # A group's signature symbol follows its (identical) group.
     if a.section is not None and isinstance(a.section, GroupSection) and st.twin.get(a.section) is not b.section:
         return True

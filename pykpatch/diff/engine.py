@@ -21,7 +21,7 @@ from pykpatch.diff.output import build_output
 from pykpatch.diff.special import STRUCT_SIZE_VARIABLES, SpecialSectionFilter
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.diff.validate import ParentSymbols, check_copied_relocations, check_input, validate_output
-from pykpatch.elf.arch import arch_for
+from pykpatch.arch import arch_for
 from pykpatch.elf.constants import ET, STB, STT
 from pykpatch.elf.model import ElfObject
 from pykpatch.elf.reader import read_elf
@@ -130,6 +130,7 @@ def run_diff(
     n_globals = inc.include_new_globals(st)
     inc.include_debug_sections(st)
     SpecialSectionFilter(st, sizes, lambda sym: _exported_by_module(lookup, sym)).run()
+    inc.check_arch_code(st)
     inc.verify_patchability(st)
 
     result = DiffResult(notes=st.notes)

@@ -111,7 +111,7 @@ def check_ftrace_hooks(st: DiffState) -> None:
         twin = st.twin.get(sym)
         if twin is None or twin not in st.orig.has_hook:
             hint = f" ({SYSCALL_HINT})" if rules.is_syscall_body(sym.name) else ""
-            st.error(f"function {sym.name} has no ftrace hook (__fentry__ call) in the original object: "
+            st.error(f"function {sym.name} has no ftrace hook ({st.arch.ftrace_hook} call) in the original object: "
                      f"it cannot be patched{hint}")
 
 
@@ -230,6 +230,18 @@ def include_debug_sections(st: DiffState) -> None:
         if isinstance(sec, RelocationSection) and rules.is_debug_section(sec) and sec.relocations is not None:
             sec.relocations = [r for r in sec.relocations
                                if r.symbol is not None and r.symbol.section is not None and r.symbol.section in st.include]
+
+
+def check_arch_code(st: DiffState) -> None:
+    """The arch's refusals for code going into the patch (ppc64le: sibling calls, calls without a TOC slot)."""
+    functions = [(sym, st.status.get(sym) == Status.CHANGED) for sym in st.patched.obj.symbols
+                 if sym.type == STT.FUNC and sym.section is not None and sym in st.include
+                 and st.status.get(sym) in (Status.CHANGED, Status.NEW)]
+    def in_patch(sym: Symbol) -> bool:
+        return sym.section is not None and sym.section in st.include
+
+    for problem in st.arch.hooks.code_problems(functions, in_patch):
+        st.error(problem)
 
 
 def verify_patchability(st: DiffState) -> None:

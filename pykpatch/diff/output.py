@@ -50,13 +50,14 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from pykpatch.arch import Role
 from pykpatch.diff import rules
-from pykpatch.diff.analyze import DiffInputError
+from pykpatch.diff.analyze import PATCHABLE_ENTRIES, DiffInputError, table_entry
 from pykpatch.diff.lookup import LookupError_, LookupResult, ParentLookup
-from pykpatch.diff.special import SPECIAL_SECTION_NAMES
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT
 from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section, StringTableSection, Symbol
+from pykpatch.errors import PykpatchError
 
 FUNCS_SECTION = ".pykpatch.funcs"
 RELOCS_SECTION = ".pykpatch.relocs"
@@ -145,28 +146,60 @@ def migrate_included(st: DiffState) -> ElfObject:
     return out
 
 
-def _is_function_pointer(st: DiffState, rel: Relocation) -> bool:
+def _is_function_pointer(st: DiffState, rel: Relocation, through_table: set[Relocation]) -> bool:
     """``&func`` taken by changed code must keep pointing at the *original* function.
 
     A pointer to the replacement could outlive the patch module (callbacks
     stored in kernel structures), so kpatch resolves it to the original.
     Nested functions (names with a dot) and new functions are linked normally.
+    ``through_table``: table entries (ppc64 ``.toc``) that code loads a
+    function's address from (``function_pointer_entries``).
     """
     sym = rel.symbol
-    return (
-        sym is not None and sym.type == STT.FUNC and sym not in st.patched.parent
-        and rel.addend == sym.value and st.arch.reloc_name(rel.type) == "R_X86_64_32S"
-        and st.status.get(sym) != Status.NEW and "." not in sym.name
-    )
+    if sym is None or sym.type != STT.FUNC or sym in st.patched.parent:
+        return False
+    arch = st.arch
+    taken = (rel in through_table or rel.type in arch.types(Role.FUNC_POINTER_GOT)
+             or (rel.type in arch.types(Role.FUNC_POINTER) and rel.addend == sym.value))
+    return taken and st.status.get(sym) != Status.NEW and "." not in sym.name
 
 
-def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation) -> LookupResult | None:
+def function_pointer_entries(st: DiffState, out: ElfObject) -> set[Relocation]:
+    """Table entries (ppc64 ``.toc``) through which included code takes a function's address:
+    loaded by a ``Role.INDIRECT`` reference, naming a function at its entry."""
+    indirect = st.indirect_types
+    if not indirect:
+        return set()
+    entries: set[Relocation] = set()
+    for relsec in out.relocation_sections():
+        for rel in relsec.relocations or ():
+            if rel.type not in indirect:
+                continue
+            target = table_entry(st.patched, rel)
+            sym = target.symbol if target is not None else None
+            if target is not None and sym is not None and sym.type == STT.FUNC and target.addend == sym.value:
+                entries.add(target)
+    return entries
+
+
+def _loader_resolves(st: DiffState, rel: Relocation, base: Section) -> bool:
+    """References the module loader or the module's own link handle: never livepatch relocations
+    (ppc64's TOC setup and entry sequences, s390's expoline thunks)."""
+    if rel.type in st.arch.types(Role.LOADER_ONLY):
+        return True
+    return st.arch.hooks.keeps_normal_reference(rel, base)
+
+
+def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation, base: Section,
+              through_table: set[Relocation] | None = None) -> LookupResult | None:
     """The parent-table entry when this relocation must be resolved by the livepatch core."""
     sym = rel.symbol
     if sym is None or sym.type == STT.SECTION or sym.type == STT.FILE:
         return None
+    if _loader_resolves(st, rel, base):
+        return None
     if sym.section is not None:
-        if not _is_function_pointer(st, rel):
+        if not _is_function_pointer(st, rel, through_table or set()):
             return None
     found = lookup.lookup(sym, st.patched.file_of.get(sym))
     if found is None:
@@ -178,7 +211,9 @@ def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation) -> LookupRes
             raise LookupError_(f"{st.name}: can't find local symbol {sym.name} in the {lookup.objname} symbol table")
         return found
     if found.exported:
-        return None if found.objname == "vmlinux" else found
+        if found.objname == "vmlinux" and not st.arch.hooks.resolve_live_even_if_exported(sym):
+            return None
+        return found
     return found
 
 
@@ -197,14 +232,16 @@ def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
 
     used_normally: set[Symbol] = set()
     converted: set[Symbol] = set()
+    special_names = st.arch.special_section_names
+    through_table = function_pointer_entries(st, out)
     for relsec in list(out.relocation_sections()):
         if relsec.name in (".rela" + n for n in OUR_SECTIONS) or not isinstance(relsec.info, Section):
             continue
         base = relsec.info
-        special = base.name in SPECIAL_SECTION_NAMES
+        special = base.name in special_names
         kept = []
         for rel in relsec.relocations or ():
-            found = needs_klp(st, lookup, rel)
+            found = needs_klp(st, lookup, rel, base, through_table)
             if found is None:
                 kept.append(rel)
                 if rel.symbol is not None:
@@ -232,10 +269,10 @@ def _section_symbol(out: ElfObject, sec: Section) -> Symbol:
 
 
 def _abs64(st: DiffState) -> int:
-    for num, info in st.arch.relocs.items():
-        if info.size == 8 and not info.pcrel and info.name.endswith("_64"):
-            return num
-    raise LookupError_(f"no absolute 64-bit relocation type known for {st.arch.name}")
+    try:
+        return st.arch.role_type(Role.ABS64)
+    except PykpatchError as err:
+        raise LookupError_(str(err)) from None
 
 
 def emit_metadata(st: DiffState, plan: OutputPlan) -> None:
@@ -303,29 +340,53 @@ def _refuse_references_into(st: DiffState, out: ElfObject, doomed: list[Section]
 
 
 def emit_mcount(st: DiffState, plan: OutputPlan) -> None:
-    """Rebuild ``__mcount_loc`` for the included functions that have an ftrace call."""
+    """Rebuild the ftrace records of the included functions that have an ftrace call site.
+
+    One ``__mcount_loc`` for all of them, or -- where the arch records call
+    sites with -fpatchable-function-entry and the object has such records --
+    one ``__patchable_function_entries`` section per function, linked to its
+    text section (SHF_LINK_ORDER, as the compiler makes them).
+    """
     out = plan.obj
-    old = [s for s in out.sections if s.name in ("__mcount_loc", ".rela__mcount_loc")]
+    patchable = st.arch.uses_patchable_entries and any(s.name == PATCHABLE_ENTRIES for s in out.sections)
+    record_names = ("__mcount_loc", ".rela__mcount_loc", PATCHABLE_ENTRIES, ".rela" + PATCHABLE_ENTRIES)
+    old = [s for s in out.sections if s.name in record_names]
     _refuse_references_into(st, out, old)
     out.remove_sections(old)
     abs64 = _abs64(st)
     entries = []
+    site_of = st.arch.hooks.ftrace_site
     for sym in out.symbols:
         if sym.type != STT.FUNC or sym.section is None or st.status.get(sym) == Status.SAME:
             continue
-        if sym not in st.patched.has_hook or sym.section.rela is None:
+        if sym not in st.patched.has_hook:
             continue
-        first = min((r for r in sym.section.rela.relocations or () if r.symbol is not None
-                     and r.symbol.name == st.arch.ftrace_hook), key=lambda r: r.offset, default=None)
-        if first is None:
+        site = st.patched.entry_site.get(sym)
+        if site is None:
+            site = site_of(sym)
+        if site is None:
             continue
-        entries.append((sym, first.offset - 1 - sym.value))
+        entries.append((sym, site))
     if not entries:
+        return
+    if patchable:
+        _emit_patchable_entries(out, entries, abs64)
         return
     sec = out.add_section(Section("__mcount_loc", SHT.PROGBITS, SHF.ALLOC, bytes(8 * len(entries)), align=8, entsize=8))
     rel = out.ensure_relocation_section(sec)
-    for i, (sym, off) in enumerate(entries):
-        rel.relocations.append(Relocation(i * 8, abs64, sym, off))
+    for i, (sym, site) in enumerate(entries):
+        rel.relocations.append(Relocation(i * 8, abs64, sym, site - sym.value))
+
+
+def _emit_patchable_entries(out: ElfObject, entries: list[tuple[Symbol, int]], abs64: int) -> None:
+    """One ``__patchable_function_entries`` per function, against its section symbol (as GCC does)."""
+    for sym, site in entries:
+        text = sym.section
+        assert text is not None
+        sec = out.add_section(Section(PATCHABLE_ENTRIES, SHT.PROGBITS, SHF.WRITE | SHF.ALLOC | SHF.LINK_ORDER,
+                                      bytes(8), align=8, entsize=0, link=text))
+        out.ensure_relocation_section(sec).relocations.append(
+            Relocation(0, abs64, _section_symbol(out, text), site))
 
 
 def order_symbols(out: ElfObject) -> None:

@@ -31,6 +31,16 @@ LINE_MACRO_CALLEES = ("__warn_printk", "__might_sleep", "___might_sleep", "__mig
                       # btrfs_abort_transaction() & co. pass __LINE__ too (kpatch #1253)
                       "__btrfs_abort_transaction", "__btrfs_handle_fs_error", "__btrfs_panic")
 
+
+
+def is_line_macro_callee(name: str, callees: tuple[str, ...] | None = None) -> bool:
+    """A function that takes ``__LINE__`` in a register (``callees``: the arch's own list, arm64
+    accepts only ``__warn_printk``; default ``LINE_MACRO_CALLEES`` and the old ``warn_slowpath_*``)."""
+    if callees is not None:
+        return name in callees
+    return name.startswith("warn_slowpath_") or name in LINE_MACRO_CALLEES
+
+
 _NAMES = "|".join(re.escape(n) for n in SPECIAL_STATIC_NAMES)
 _SPECIAL_STATIC = re.compile(rf"^(?:{_NAMES})\.|\.(?:{_NAMES})(?:\.|$)")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
 
+from pykpatch.arch import SpecialSection, all_struct_size_variables
 from pykpatch.diff.analyze import DiffInputError
 from pykpatch.diff.include import include_symbol
 from pykpatch.diff.state import DiffState, Status
@@ -20,36 +20,9 @@ from pykpatch.elf.constants import STT
 from pykpatch.elf.model import Relocation, RelocationSection, Section
 from pykpatch.errors import UsageError
 
-STRUCT_SIZE_VARIABLES = (
-    "BUG_STRUCT_SIZE", "EX_STRUCT_SIZE", "JUMP_STRUCT_SIZE", "ALT_STRUCT_SIZE", "PARA_STRUCT_SIZE",
-    "ORC_STRUCT_SIZE", "STATIC_CALL_STRUCT_SIZE", "PRINTK_INDEX_STRUCT_SIZE",
-)
+# kpatch's environment names of the struct sizes, over every architecture.
+STRUCT_SIZE_VARIABLES = all_struct_size_variables()
 
-
-@dataclass(frozen=True)
-class SpecialSection:
-    name: str
-    size_variable: str | None = None  # struct size from the kernel
-    fixed_size: int = 0  # or a fixed entry size (a 32-bit relative pointer per site)
-
-
-# Order matters: .fixup is regenerated before __ex_table, whose entries point into it.
-SPECIAL_SECTIONS = (
-    SpecialSection("__bug_table", "BUG_STRUCT_SIZE"),
-    SpecialSection(".fixup"),
-    SpecialSection("__ex_table", "EX_STRUCT_SIZE"),
-    SpecialSection("__jump_table", "JUMP_STRUCT_SIZE"),
-    SpecialSection(".printk_index", "PRINTK_INDEX_STRUCT_SIZE"),
-    SpecialSection(".smp_locks", fixed_size=4),
-    SpecialSection(".parainstructions", "PARA_STRUCT_SIZE"),
-    SpecialSection(".static_call_sites", "STATIC_CALL_STRUCT_SIZE"),
-    SpecialSection(".retpoline_sites", fixed_size=4),
-    SpecialSection(".return_sites", fixed_size=4),
-    SpecialSection(".call_sites", fixed_size=4),
-    SpecialSection(".ibt_endbr_seal", fixed_size=4),
-    SpecialSection(".altinstructions", "ALT_STRUCT_SIZE"),
-)
-SPECIAL_SECTION_NAMES = frozenset(s.name for s in SPECIAL_SECTIONS) | {".orc_unwind", ".orc_unwind_ip"}
 
 ORC_IP_SIZE = 4
 
@@ -110,7 +83,7 @@ class SpecialSectionFilter:
 
     def run(self) -> None:
         altinstr_kept = False
-        for special in SPECIAL_SECTIONS:
+        for special in self.st.arch.special_sections:
             sec = self.secmap.get(special.name)
             if sec is None or sec.rela is None or sec.rela.relocations is None:
                 continue

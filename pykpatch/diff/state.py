@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import Enum
 
-from pykpatch.elf.arch import ArchInfo
+from pykpatch.arch import ArchInfo, Role
 from pykpatch.elf.model import ElfObject, Relocation, Section, Symbol
 
 
@@ -38,6 +38,11 @@ class ObjectFacts:
     string: dict[Relocation, str] = field(default_factory=dict)
     # FILE symbol block each local symbol belongs to (for the parent lookup).
     file_of: dict[Symbol, Symbol] = field(default_factory=dict)
+    # Entries of the arch's indirect table (ppc64 .toc) by offset: the relocation each entry holds.
+    table_entries: dict[int, Relocation] = field(default_factory=dict)
+    table: Section | None = None
+    # Section offset of a function's ftrace site as its __patchable_function_entries record says.
+    entry_site: dict[Symbol, int] = field(default_factory=dict)
     # __pfx_/__cfi_ symbols sitting at the start of a function's section.
     prefix_of: dict[Section, list[Symbol]] = field(default_factory=dict)
 
@@ -56,6 +61,11 @@ class DiffState:
     # Unsupported changes found so far: one line each, naming section/function.
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Relocation types compared through a table entry (Role.INDIRECT), looked up per relocation.
+    indirect_types: frozenset[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.indirect_types = self.arch.types(Role.INDIRECT)
 
     # -- twins ----------------------------------------------------------------
     def correlate(self, a, b) -> None:

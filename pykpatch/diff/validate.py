@@ -31,7 +31,7 @@ from operator import attrgetter
 
 from pykpatch.diff.analyze import DiffInputError
 from pykpatch.diff.output import FUNC_RECORD, FUNCS_SECTION
-from pykpatch.elf.arch import ArchInfo
+from pykpatch.arch import ArchInfo
 from pykpatch.elf.constants import SHN, STB, STT
 from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section
 from pykpatch.elf.reader import parse_elf
@@ -56,7 +56,8 @@ def check_input(obj: ElfObject, arch: ArchInfo) -> None:
 
 
 def input_problems(obj: ElfObject, arch: ArchInfo) -> list[str]:
-    return link_problems(obj) + shared_target_problems(obj) + reserved_index_problems(obj) + alignment_problems(obj)
+    problems = link_problems(obj) + shared_target_problems(obj) + reserved_index_problems(obj)
+    return problems + alignment_problems(obj) + arch.hooks.object_problems(obj)
 
 
 def check_copied_relocations(obj: ElfObject, klp_types: list[int], arch: ArchInfo, patched: ElfObject) -> None:

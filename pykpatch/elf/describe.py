@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from pykpatch.elf.arch import generic_arch
+from pykpatch.arch import generic_arch
 from pykpatch.elf.constants import EM, ET, SHF, SHN, SHT, STB, STT, STV
 from pykpatch.elf.model import ElfObject, GroupSection, RelocationSection, Section, Symbol
 

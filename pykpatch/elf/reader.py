@@ -11,7 +11,7 @@ linked to the symbol table, or applying to a section without bytes of its
 own; a group not linked to it; two symbol tables), an alignment that is not
 a power of two.  A relocation of a relocatable object must lie inside its
 section: the bytes it patches are counted with the machine's psABI width
-(``pykpatch.elf.arch``) when the type is known, and only its start is
+(``pykpatch.arch``) when the type is known, and only its start is
 checked when it is not - the reader describes arbitrary objects, so an
 unknown type or machine is not an error.  Rules that real toolchains bend
 (the gABI's zero ``sh_link``/``sh_info`` for plain sections: binutils links
@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import struct
 
-from pykpatch.elf.arch import generic_arch
+from pykpatch.arch import generic_arch
 from pykpatch.elf.constants import ELF_MAGIC, ET, SHF, SHN, SHT, STT, ElfClass, ElfData
 from pykpatch.elf.model import (
     ElfObject,

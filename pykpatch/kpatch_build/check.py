@@ -12,13 +12,16 @@ the chosen mode will write.
 
 from __future__ import annotations
 
+import platform
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pykpatch.arch import cross_make_variables, require_arch
 from pykpatch.errors import KernelInfoError, KernelMismatchError, PatchError, TreeError
 from pykpatch.kbuild.compiler import check_compiler, compiler_of
+from pykpatch.kbuild.config import srcarch_of
 from pykpatch.kbuild.release import kernel_release_from_tree, kernel_release_from_vmlinux
 from pykpatch.kpatch_build.context import BuildContext, BuildOptions
 from pykpatch.kpatch_build.journal import TreeJournal
@@ -167,3 +170,19 @@ def plan_patches(ctx: BuildContext, patches: list[PatchFile]) -> PatchPlan:
     if not result:
         raise PatchError("the patches change nothing in the tree", hint="are they already applied?")
     return PatchPlan(patches, result)
+
+
+def cross_variables(requested: str | None, config: dict[str, str | None]) -> dict[str, str]:
+    """``ARCH``/``CROSS_COMPILE`` for make when the kernel is another architecture's (``--arch``).
+
+    The tree's configuration must be of that architecture (its SRCARCH); a
+    native build needs nothing.
+    """
+    if requested is None:
+        return {}
+    arch = require_arch(requested)
+    configured = srcarch_of(config)
+    if configured != arch.srcarch:
+        raise TreeError(f"--arch {requested}: the kernel's .config is for {configured}, not {arch.srcarch}",
+                        hint="configure the tree for that architecture (make ARCH=... olddefconfig) or drop --arch")
+    return cross_make_variables(arch, platform.machine())

@@ -63,6 +63,7 @@ class BuildOptions:
     skip_cleanup: bool = False
     skip_compiler_check: bool = False
     signing: SigningOptions = field(default_factory=SigningOptions)
+    arch: str | None = None      # build for this architecture's kernel (--arch; None: the host's)
 
 
 @dataclass

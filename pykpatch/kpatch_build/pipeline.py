@@ -120,7 +120,10 @@ def _check(ctx: BuildContext, route: Route) -> tuple[check.TargetKernel, dict[st
     if not config_path.is_file():
         raise TreeError(f"{route.srcdir} has no .config", hint="give the kernel's config with -c CONFIG")
     config = read_config(config_path)
-    cc = compiler_program(route.inputs.kernelvariables or route.srcdir / ".kernelvariables", config) or "gcc"
+    cross = check.cross_variables(opts.arch, config)
+    ctx.tree.variables.update(cross)
+    cc = compiler_program(route.inputs.kernelvariables or route.srcdir / ".kernelvariables", config) or \
+        cross.get("CROSS_COMPILE", "") + "gcc"
     if cc != "gcc" and not (route.inputs.kernelvariables or (route.srcdir / ".kernelvariables").is_file()):
         ctx.tree.variables["CC"] = cc
     target = check.check_target(ctx, route.vmlinux, cc)
@@ -183,7 +186,7 @@ def _run(opts: BuildOptions, route: Route, progress: Progress, workspace: TreeWo
         plan = check.plan_patches(ctx, patches)
         ground = _orig(ctx, route, target)
         sizes = cached_struct_sizes(route.srcdir, workspace.struct_sizes, ground.key, ctx.scratch / "probe",
-                                    workspace.log)
+                                    workspace.log, ctx.tree.variables)
         reached = _reach(ctx, route, ground, plan.files)
         changed = patched_build(ctx, plan, [r.obj for r in reached])
         ctx.stages.start("guard", f"guard: {len(reached)} original object(s) against the kernel's binaries")

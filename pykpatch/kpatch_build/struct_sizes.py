@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
+from pykpatch.arch import StructProbe, all_struct_size_variables, arch_named, supported_arches
 from pykpatch.elf import read_elf
 from pykpatch.errors import ElfFormatError, KbuildError, KernelInfoError
+from pykpatch.kbuild.config import read_config, srcarch_of
 from pykpatch.kbuild.make import first_error, run_make
 from pykpatch.kbuild.release import require_tree
 from pykpatch.safeio import atomic_write_text
@@ -24,52 +25,23 @@ from pykpatch.safeio import atomic_write_text
 # A probe compile that exceeds this is hung, not slow.
 MAKE_TIMEOUT = 600.0
 
-@dataclass(frozen=True)
-class _StructProbe:
-    """One struct whose size create-diff-object needs, and when it exists.
 
-    ``condition`` is a C preprocessor expression over the tree's CONFIG_
-    macros: the probe asks the tree's own autoconf.h, which is what the
-    kernel was built with.  ``defined_in`` is the header (relative to the
-    tree) that defines the struct in the kernels we know; when the tree's
-    copy has no ``struct NAME {`` the struct is left out, because that
-    kernel version has no such section (e.g. paravirt_patch_site is gone
-    from 6.8, static_call_site appeared in 5.10).
+def _probes_for(tree: Path) -> tuple[StructProbe, ...]:
+    """The structs the tree's architecture has special sections for (``ArchInfo.struct_probes``).
+
+    The architecture is the tree's configured one (its ``.config``; x86 when
+    the tree has none, as kbuild's own default is the host).
     """
-
-    key: str
-    struct: str
-    condition: str
-    includes: tuple[str, ...]
-    defined_in: str | None
-
-    @property
-    def symbol(self) -> str:
-        return "pykpatch_size_" + self.key.removesuffix("_STRUCT_SIZE")
+    config = tree / ".config"
+    srcarch = srcarch_of(read_config(config)) if config.is_file() else "x86"
+    arch = arch_named(srcarch)
+    if arch is None:
+        raise KernelInfoError(f"{tree}: architecture {srcarch} is not supported",
+                              hint="supported: " + ", ".join(a.name for a in supported_arches()))
+    return arch.struct_probes
 
 
-# The keys of kpatch-build's find_special_section_data (x86_64); the conditions
-# are where each struct (and so its section) exists in the kernel's headers.
-_PROBES: tuple[_StructProbe, ...] = (
-    _StructProbe("BUG_STRUCT_SIZE", "bug_entry", "defined(CONFIG_BUG) && defined(CONFIG_GENERIC_BUG)",
-                 ("linux/bug.h",), "include/asm-generic/bug.h"),
-    _StructProbe("EX_STRUCT_SIZE", "exception_table_entry", "1",
-                 ("linux/uaccess.h",), None),
-    _StructProbe("JUMP_STRUCT_SIZE", "jump_entry", "defined(CONFIG_JUMP_LABEL)",
-                 ("linux/jump_label.h",), "include/linux/jump_label.h"),
-    _StructProbe("ALT_STRUCT_SIZE", "alt_instr", "defined(CONFIG_X86)",
-                 ("asm/alternative.h",), "arch/x86/include/asm/alternative.h"),
-    _StructProbe("PARA_STRUCT_SIZE", "paravirt_patch_site", "defined(CONFIG_X86) && defined(CONFIG_PARAVIRT)",
-                 ("asm/paravirt.h",), "arch/x86/include/asm/paravirt_types.h"),
-    _StructProbe("ORC_STRUCT_SIZE", "orc_entry", "defined(CONFIG_X86) && defined(CONFIG_UNWINDER_ORC)",
-                 ("asm/orc_types.h",), "arch/x86/include/asm/orc_types.h"),
-    _StructProbe("STATIC_CALL_STRUCT_SIZE", "static_call_site", "defined(CONFIG_HAVE_STATIC_CALL_INLINE)",
-                 ("linux/static_call_types.h",), "include/linux/static_call_types.h"),
-    _StructProbe("PRINTK_INDEX_STRUCT_SIZE", "pi_entry", "defined(CONFIG_PRINTK_INDEX)",
-                 ("linux/printk.h",), "include/linux/printk.h"),
-)
-
-STRUCT_SIZE_KEYS: tuple[str, ...] = tuple(p.key for p in _PROBES)
+STRUCT_SIZE_KEYS: tuple[str, ...] = all_struct_size_variables()
 
 # Every kernel has an exception table; its absence means the probe is broken.
 _ALWAYS = ("EX_STRUCT_SIZE",)
@@ -77,7 +49,7 @@ _ALWAYS = ("EX_STRUCT_SIZE",)
 PROBE_NAME = "probe"
 
 
-def _defines_struct(tree: Path, probe: _StructProbe) -> bool:
+def _defines_struct(tree: Path, probe: StructProbe) -> bool:
     if probe.defined_in is None:
         return True
     try:
@@ -89,25 +61,43 @@ def _defines_struct(tree: Path, probe: _StructProbe) -> bool:
     return re.search(rf"^struct {re.escape(probe.struct)}\s*\{{", text, re.MULTILINE) is not None
 
 
-def _probe_source(tree: Path) -> str:
+def _copied_definition(tree: Path, probe: StructProbe) -> str | None:
+    """``struct NAME { ... };`` as the C file that keeps it private defines it (ppc64's fixup_entry)."""
+    assert probe.copied_from is not None
+    try:
+        text = (tree / probe.copied_from).read_text(errors="replace")
+    except OSError:
+        return None
+    match = re.search(rf"^struct {re.escape(probe.struct)}\s*\{{.*?^\}}[^;]*;", text, re.MULTILINE | re.DOTALL)
+    return match.group(0) if match else None
+
+
+def _probe_source(tree: Path, probes: tuple[StructProbe, ...]) -> str:
     """The C file whose objects' sizes are the struct sizes, for this tree."""
     lines = [
         "/* Generated by pykpatch (kpatch_build.kernelinfo.probe_struct_sizes): each",
         " * pykpatch_size_X object is as big as one special-section struct. */",
         "#include <linux/module.h>",
     ]
-    for probe in _PROBES:
-        if not _defines_struct(tree, probe):
+    for probe in probes:
+        copied = _copied_definition(tree, probe) if probe.copied_from else None
+        if probe.copied_from and copied is None:
+            lines.append(f"/* {probe.key}: no struct {probe.struct} in {probe.copied_from} */")
+            continue
+        if not probe.copied_from and not _defines_struct(tree, probe):
             lines.append(f"/* {probe.key}: no struct {probe.struct} in {probe.defined_in} */")
             continue
         lines.append(f"#if {probe.condition}")
         lines.extend(f"#include <{inc}>" for inc in probe.includes)
+        if copied is not None:
+            lines.append(copied)
         lines.append(f"char {probe.symbol}[sizeof(struct {probe.struct})];")
         lines.append("#endif")
     return "\n".join(lines) + "\n"
 
 
-def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> dict[str, int]:
+def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None,
+                       variables: dict[str, str] | None = None) -> dict[str, int]:
     """kpatch's special-section struct sizes for the tree's configuration.
 
     Keys are those of kpatch-build's environment (``BUG_STRUCT_SIZE``,
@@ -123,11 +113,13 @@ def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> di
     configuration are exactly the kernel's; the sizes are the objects'
     symbol sizes.  Takes 1-2 s.  The tree is only read.
 
+    ``variables``: make variables of the tree (a cross build's ``ARCH``/``CROSS_COMPILE``).
     ``workdir`` receives the probe files; make's output is appended to
     ``log`` (the pipeline's build log) or written to ``WORKDIR/probe.log``.
     A failed compile raises ``KernelInfoError`` naming that log.
     """
     require_tree(tree)
+    probes = _probes_for(tree)
     workdir = workdir.resolve()
     if any(c.isspace() for c in str(workdir)) or ":" in str(workdir):
         raise KernelInfoError(f"{workdir}: kbuild cannot build in a directory whose path has spaces or ':'",
@@ -135,7 +127,7 @@ def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> di
     try:
         workdir.mkdir(parents=True, exist_ok=True)
         (workdir / "Kbuild").write_text(f"obj-m := {PROBE_NAME}.o\n")
-        (workdir / f"{PROBE_NAME}.c").write_text(_probe_source(tree))
+        (workdir / f"{PROBE_NAME}.c").write_text(_probe_source(tree, probes))
         # A stale object from another tree could look up to date to kbuild.
         (workdir / f"{PROBE_NAME}.o").unlink(missing_ok=True)
     except OSError as err:
@@ -143,7 +135,7 @@ def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> di
 
     log_path = log if log is not None else workdir / f"{PROBE_NAME}.log"
     try:
-        proc = run_make(tree, [f"{PROBE_NAME}.o"], variables={"M": str(workdir)}, log=log_path,
+        proc = run_make(tree, [f"{PROBE_NAME}.o"], variables={**(variables or {}), "M": str(workdir)}, log=log_path,
                         what="struct size probe", capture=True, check=False, timeout=MAKE_TIMEOUT)
     except KbuildError as err:
         raise KernelInfoError(err.message, hint=err.hint) from None
@@ -160,7 +152,7 @@ def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> di
         raise KernelInfoError(f"struct size probe object is unreadable: {err} (an LTO build makes bitcode?)",
                               hint=f"see {log_path}") from None
     found = {sym.name: sym.size for sym in obj.symbols}
-    sizes = {p.key: found[p.symbol] for p in _PROBES if p.symbol in found}
+    sizes = {p.key: found[p.symbol] for p in probes if p.symbol in found}
     missing = [key for key in _ALWAYS if key not in sizes]
     if missing:
         raise KernelInfoError(f"struct size probe of {tree} found no {', '.join(missing)} in {obj_path}",
@@ -168,7 +160,8 @@ def probe_struct_sizes(tree: Path, workdir: Path, log: Path | None = None) -> di
     return sizes
 
 
-def cached_struct_sizes(tree: Path, cache: Path, key: str, workdir: Path, log: Path) -> dict[str, int]:
+def cached_struct_sizes(tree: Path, cache: Path, key: str, workdir: Path, log: Path,
+                        variables: dict[str, str] | None = None) -> dict[str, int]:
     """The probe's answer for this tree, once per original-build key (cached in ``cache``)."""
     try:
         data = json.loads(cache.read_text())
@@ -176,6 +169,6 @@ def cached_struct_sizes(tree: Path, cache: Path, key: str, workdir: Path, log: P
             return {k: int(v) for k, v in data["sizes"].items()}
     except (OSError, ValueError, KeyError, AttributeError):
         pass
-    sizes = probe_struct_sizes(tree, workdir, log)
+    sizes = probe_struct_sizes(tree, workdir, log, variables)
     atomic_write_text(cache, json.dumps({"key": key, "sizes": sizes}), mode=0o600)
     return sizes

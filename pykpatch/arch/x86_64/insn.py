@@ -56,7 +56,7 @@ from functools import lru_cache
 
 from pykpatch.errors import PykpatchError
 
-__all__ = ["Insn", "X86DecodeError", "decode", "iter_insns", "insn_containing", "MAX_INSN_LEN"]
+__all__ = ["MAX_INSN_LEN", "Insn", "X86DecodeError", "decode", "insn_containing", "iter_insns"]
 
 MAX_INSN_LEN = 15
 
