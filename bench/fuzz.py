@@ -31,7 +31,15 @@ sys.path.insert(0, str(REPO / "tests"))
 
 import elf_mutations as mut  # noqa: E402
 from fuzz_cases import (  # noqa: E402
-    DIFF_MUTATORS, ELF_MUTATORS, ELF_SEEDS, CaseTimeout, check_diff, check_elf, damage, load_diff_pairs, time_limit,
+    DIFF_MUTATORS,
+    ELF_MUTATORS,
+    ELF_SEEDS,
+    CaseTimeout,
+    check_diff,
+    check_elf,
+    damage,
+    load_diff_pairs,
+    time_limit,
 )
 
 
@@ -51,7 +59,7 @@ def run_case(kind: str, index: int, args, seeds: list[bytes], pairs, workdir: Pa
         return "hang"
     except AssertionError as err:
         return f"crash: {err}"
-    except Exception as err:  # noqa: BLE001 - the point: any traceback is a finding
+    except Exception as err:
         return f"crash: {type(err).__name__}: {err}"
 
 

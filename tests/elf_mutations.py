@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 
 from pykpatch.arch import generic_arch
 from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT, ElfClass, ElfData
-from pykpatch.elf.structs import EHDR_FIELDS, SHDR_FIELDS, SYM32_FIELDS, SYM64_FIELDS, _FORMATS
+from pykpatch.elf.structs import _FORMATS, EHDR_FIELDS, SHDR_FIELDS, SYM32_FIELDS, SYM64_FIELDS
 
 T = TypeVar("T")
 
@@ -139,7 +139,7 @@ class ElfView:
     def put(self, blob: bytearray, offset: int, code: str, value: int) -> None:
         """Store ``value`` (wrapped to the field's width) if the field is still inside the file."""
         size = struct.calcsize("<" + code)
-        if 0 <= offset and offset + size <= len(blob):
+        if offset >= 0 and offset + size <= len(blob):
             struct.pack_into(self.endian + code.upper(), blob, offset, value % (1 << (8 * size)))
 
 
@@ -147,7 +147,7 @@ def record_fields(fmt: str, names: tuple[str, ...]) -> list[tuple[str, int, str]
     """(name, offset, struct code) of each field of a packed record."""
     out, offset = [], 0
     codes = [c for c in fmt.replace("16s", "s") if c.isalpha()]
-    for name, code in zip(names, codes):
+    for name, code in zip(names, codes, strict=True):
         if code == "s":
             out.append((name, offset, "16s"))
             offset += 16

@@ -28,11 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import elf_mutations as mut
+
 from pykpatch.diff import run_diff
-from pykpatch.diff.output import FUNC_RECORD, FUNCS_SECTION, RELOC_RECORD, RELOCS_SECTION, STRINGS_SECTION
 from pykpatch.elf import parse_elf, serialize
 from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT
 from pykpatch.errors import DiffOutputError, ElfFormatError, ElfWriteError, PykpatchError
+from pykpatch.records import FUNC_RECORD, FUNCS_SECTION, RELOC_RECORD, RELOCS_SECTION, STRINGS_SECTION
 from pykpatch.symtab import KernelSymbolTable
 
 # Small, varied corpus objects: fast to parse, so many inputs fit in the time budget.
@@ -223,7 +224,7 @@ def _header_problems(raw: _Raw) -> Iterator[str]:
 
 def _symbol_problems(raw: _Raw) -> Iterator[str]:
     n = len(raw.headers)
-    for name, (_, info, _, shndx, value, size) in zip(raw.symbol_names[1:], raw.symbols[1:]):
+    for name, (_, info, _, shndx, value, size) in zip(raw.symbol_names[1:], raw.symbols[1:], strict=True):
         if shndx in (SHN.UNDEF, SHN.ABS, SHN.COMMON):
             continue
         if shndx >= n:

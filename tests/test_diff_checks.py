@@ -9,8 +9,8 @@ raise ``DiffOutputError`` and leave no file.
 from __future__ import annotations
 
 import pytest
-
 from elf_mutations import FieldEditor
+
 from pykpatch.diff import engine, output, run_diff
 from pykpatch.diff.analyze import DiffInputError
 from pykpatch.elf.constants import SHF, SHT

@@ -14,8 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from conftest import load_cases, corpus_path
+from conftest import corpus_path, load_cases
 
 from pykpatch.elf import read_elf
 from pykpatch.elf.constants import STT

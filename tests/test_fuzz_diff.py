@@ -14,12 +14,12 @@ from __future__ import annotations
 import os
 import struct
 
+import elf_mutations as mut
 import pytest
+from fuzz_cases import DIFF_MUTATORS, check_diff, damage, load_diff_pairs, output_problems, time_limit
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import elf_mutations as mut
-from fuzz_cases import DIFF_MUTATORS, check_diff, damage, load_diff_pairs, output_problems, time_limit
 from pykpatch.diff import run_diff
 
 EXAMPLES = int(os.environ.get("PYKPATCH_FUZZ_DIFF_EXAMPLES", "250"))

@@ -17,15 +17,24 @@ from __future__ import annotations
 
 import os
 
+import elf_mutations as mut
 import pytest
+from fuzz_cases import ELF_SEEDS, check_elf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import elf_mutations as mut
-from fuzz_cases import ELF_SEEDS, check_elf
 from pykpatch.elf import (
-    ElfObject, GroupSection, Relocation, RelocationSection, Section, StringTableSection, Symbol,
-    SymbolTableSection, SymtabShndxSection, parse_elf, serialize,
+    ElfObject,
+    GroupSection,
+    Relocation,
+    RelocationSection,
+    Section,
+    StringTableSection,
+    Symbol,
+    SymbolTableSection,
+    SymtabShndxSection,
+    parse_elf,
+    serialize,
 )
 from pykpatch.elf.constants import EM, GRP_COMDAT, SHF, SHN, SHT, STB, STT, ElfClass, ElfData
 

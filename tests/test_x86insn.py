@@ -18,9 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pykpatch.arch.x86_64.insn import MAX_INSN_LEN, Insn, X86DecodeError, decode, insn_containing, iter_insns
 from pykpatch.elf import read_elf
 from pykpatch.elf.constants import SHF
-from pykpatch.arch.x86_64.insn import MAX_INSN_LEN, Insn, X86DecodeError, decode, insn_containing, iter_insns
 from pykpatch.errors import PykpatchError
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "x86_64"
@@ -132,7 +132,7 @@ def test_line_number_immediate_walk():
     """The diff's use: two functions differing only in `mov $__LINE__, %esi`."""
     a = h("48 c7 c7 00 00 00 00 be f7 01 00 00 e8 00 00 00 00 c3")
     b = h("48 c7 c7 00 00 00 00 be fa 01 00 00 e8 00 00 00 00 c3")
-    pairs = list(zip(iter_insns(a), iter_insns(b)))
+    pairs = list(zip(iter_insns(a), iter_insns(b), strict=False))
     differing = [x for x, y in pairs if a[x.offset:x.end] != b[y.offset:y.end]]
     assert [(x.opcode, x.imm_offset, x.imm_size) for x in differing] == [(0xBE, 1, 4)]
 
@@ -252,7 +252,7 @@ def compare_object(path: Path) -> dict:
         res["sections"] += 1
         res["insns"] += len(want)
         if got != want:
-            first = next((a, b) for a, b in zip(got + [None], want + [None]) if a != b)
+            first = next((a, b) for a, b in zip(got + [None], want + [None], strict=False) if a != b)
             res["mismatches"].append(f"{path.name}:{sec.name}: ours {first[0]} objdump {first[1]}")
             continue
         for rel in (sec.rela.relocations or []) if sec.rela is not None else []:

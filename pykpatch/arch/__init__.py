@@ -221,6 +221,9 @@ class ArchInfo:
     uname: str = ""
     cross_compile: str = ""
     big_endian: bool = False
+    # Bytes a branch to another function may grow by when it is relocated (-ffunction-sections)
+    # instead of relaxed by the assembler (one .text): x86's short jcc is 2 bytes, its rel32 form 6.
+    branch_relaxation: int = 0
 
     @property
     def ftrace_hook(self) -> str:

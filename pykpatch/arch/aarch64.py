@@ -211,7 +211,8 @@ ARCH = ArchInfo(
         SpecialSection(".altinstructions", "ALT_STRUCT_SIZE"),
     ),
     struct_probes=COMMON_STRUCT_PROBES + (
-        StructProbe("ALT_STRUCT_SIZE", "alt_instr", "1", ("asm/alternative.h",), "arch/arm64/include/asm/alternative.h"),
+        StructProbe("ALT_STRUCT_SIZE", "alt_instr", "1", ("asm/alternative.h",),
+                    "arch/arm64/include/asm/alternative.h"),
         PRINTK_INDEX_PROBE,
     ),
     uses_patchable_entries=True,

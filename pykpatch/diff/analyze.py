@@ -14,9 +14,9 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 
+from pykpatch.arch import ArchInfo, Role
 from pykpatch.diff import rules
 from pykpatch.diff.state import ObjectFacts
-from pykpatch.arch import ArchInfo, Role
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, GroupSection, Relocation, RelocationSection, Section, Symbol
 from pykpatch.errors import PykpatchError

@@ -88,14 +88,14 @@ def function_changed(st: DiffState, a: Symbol, b: Symbol) -> bool:
         return True
     ra, rb = _relocations_within(sa, a.value, a.size), _relocations_within(sb, b.value, b.size)
     shift = b.value - a.value
-    return len(ra) != len(rb) or not all(relocations_equal(st, r1, r2, shift) for r1, r2 in zip(ra, rb))
+    return len(ra) != len(rb) or not all(relocations_equal(st, r1, r2, shift) for r1, r2 in zip(ra, rb, strict=True))
 
 
 def compare_relocation_sections(st: DiffState, a: RelocationSection, b: RelocationSection) -> Status:
     ra, rb = a.relocations or [], b.relocations or []
     if len(ra) != len(rb):
         return Status.CHANGED
-    for r1, r2 in zip(ra, rb):
+    for r1, r2 in zip(ra, rb, strict=False):
         if not relocations_equal(st, r1, r2):
             return Status.CHANGED
     return Status.SAME
@@ -172,7 +172,8 @@ def _needs_parent_hook(st: DiffState, sym: Symbol) -> bool:
     for child in st.patched.children.get(sym, ()):
         if child in st.patched.has_hook:
             continue
-        if (child.section is not None and st.status.get(child.section) == Status.CHANGED) or _needs_parent_hook(st, child):
+        changed = child.section is not None and st.status.get(child.section) == Status.CHANGED
+        if changed or _needs_parent_hook(st, child):
             return True
     return False
 

@@ -49,7 +49,7 @@ def _groups_equal(a: GroupSection, b: GroupSection) -> bool:
     """Changed section groups are not supported: only identical groups pair up."""
     if a.group_flags != b.group_flags or len(a.members) != len(b.members):
         return False
-    return all(section_key(x) == section_key(y) for x, y in zip(a.members, b.members))
+    return all(section_key(x) == section_key(y) for x, y in zip(a.members, b.members, strict=True))
 
 
 def dont_correlate_section(st: DiffState, a: Section, b: Section) -> bool:
@@ -254,7 +254,8 @@ def correlate_static_locals(st: DiffState) -> None:
                 st.error(f"static local {sym.name}: bundled in one object but not in the other")
                 continue
             if not bundled and st.twin.get(sym.section) is not twin.section:
-                st.error(f"static local {sym.name}: sections {sym.section.name} and {twin.section.name} are not correlated")
+                st.error(f"static local {sym.name}: sections {sym.section.name} and {twin.section.name} "
+                         "are not correlated")
                 continue
             st.correlate(sym, twin)
             if bundled:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from pykpatch.arch import arch_for
 from pykpatch.diff import compare as compare_stage
 from pykpatch.diff import correlate as correlate_stage
 from pykpatch.diff import include as inc
@@ -21,7 +22,6 @@ from pykpatch.diff.output import build_output
 from pykpatch.diff.special import STRUCT_SIZE_VARIABLES, SpecialSectionFilter
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.diff.validate import ParentSymbols, check_copied_relocations, check_input, validate_output
-from pykpatch.arch import arch_for
 from pykpatch.elf.constants import ET, STB, STT
 from pykpatch.elf.model import ElfObject
 from pykpatch.elf.reader import read_elf

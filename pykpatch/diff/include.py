@@ -229,7 +229,8 @@ def include_debug_sections(st: DiffState) -> None:
     for sec in st.patched.obj.sections:
         if isinstance(sec, RelocationSection) and rules.is_debug_section(sec) and sec.relocations is not None:
             sec.relocations = [r for r in sec.relocations
-                               if r.symbol is not None and r.symbol.section is not None and r.symbol.section in st.include]
+                               if r.symbol is not None and r.symbol.section is not None
+                               and r.symbol.section in st.include]
 
 
 def check_arch_code(st: DiffState) -> None:
@@ -272,7 +273,8 @@ def _patchability_problems(st: DiffState, sec: Section, base: Section) -> list[t
     if sec.type == 17 and status == Status.NEW:  # SHT_GROUP
         problems.append(("group", f"new or changed section group {sec.name} is not supported"))
     if included and status != Status.NEW and rules.is_data_section_name(sec.name):
-        problems.append(("data", f"data section {sec.name} selected for inclusion: existing data cannot be live patched"))
+        problems.append(("data", f"data section {sec.name} selected for inclusion: "
+                                 "existing data cannot be live patched"))
     return problems
 
 

@@ -11,28 +11,8 @@ relocation, so the description stays correct after kbuild links several
 diff outputs into one module (``ld -r`` moves sections; relocations follow).
 All integers are in the object's byte order.
 
-``.pykpatch.strings``  NUL-terminated strings referenced below (ALLOC: the
-module's init code reads them).
-
-``.pykpatch.funcs``    (ALLOC) one 32-byte record per function the patch replaces::
-
-    u64 new_func   relocation -> the replacement function symbol
-    u64 name       relocation -> .pykpatch.strings + offset of the kernel's name
-    u64 objname    relocation -> .pykpatch.strings + offset ("vmlinux" or module)
-    u64 sympos     0 (unique/global) or 1-based position among same-named locals
-
-``.pykpatch.relocs``   one 48-byte record per livepatch relocation (a reference
-to a kernel symbol that the module loader cannot resolve: a static, an
-unexported global, a symbol of a module that may load later)::
-
-    u64 dest       relocation -> section symbol + offset where the value goes
-    u64 name       relocation -> .pykpatch.strings (symbol name)
-    u64 objname    relocation -> .pykpatch.strings (object that defines it)
-    u64 sympos     as above
-    i64 addend
-    u32 type       the architecture's relocation type (e.g. R_X86_64_PC32)
-    u32 flags      bit 0: the symbol is exported by a module (external);
-                   bits 8-15: the symbol's STT type; bits 16-23: its STB binding
+The record layouts (``.pykpatch.strings``, ``.pykpatch.funcs``,
+``.pykpatch.relocs``, the callbacks) are defined once in ``pykpatch.records``.
 
 The post-link step turns ``.pykpatch.relocs`` into ``.klp.rela.OBJ.SEC``
 sections with ``.klp.sym.OBJ.NAME,POS`` symbols (kernel
@@ -47,7 +27,6 @@ included functions so ftrace knows their entry points.
 from __future__ import annotations
 
 import os
-import struct
 from dataclasses import dataclass, field
 
 from pykpatch.arch import Role
@@ -58,14 +37,25 @@ from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT
 from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section, StringTableSection, Symbol
 from pykpatch.errors import PykpatchError
-
-FUNCS_SECTION = ".pykpatch.funcs"
-RELOCS_SECTION = ".pykpatch.relocs"
-STRINGS_SECTION = ".pykpatch.strings"
-FUNC_RECORD = 32
-RELOC_RECORD = 48
-FLAG_EXTERNAL = 1
-OUR_SECTIONS = frozenset({FUNCS_SECTION, RELOCS_SECTION, STRINGS_SECTION})
+from pykpatch.records import (
+    CALLBACK_OBJNAME,
+    CALLBACK_PREFIX,
+    CALLBACK_RECORD,
+    FUNC_NAME,
+    FUNC_NEW,
+    FUNC_OBJNAME,
+    FUNC_RECORD,
+    FUNCS_SECTION,
+    OUR_SECTIONS,
+    RELOC_DEST,
+    RELOC_NAME,
+    RELOC_OBJNAME,
+    RELOC_RECORD,
+    RELOCS_SECTION,
+    STRINGS_SECTION,
+    FuncRecord,
+    KlpReloc,
+)
 
 
 @dataclass
@@ -74,20 +64,6 @@ class PatchedFunc:
     objname: str
     sympos: int
     symbol: Symbol
-
-
-@dataclass
-class KlpReloc:
-    section: Section
-    offset: int
-    type: int
-    addend: int
-    name: str
-    objname: str
-    sympos: int
-    external: bool
-    sym_type: int
-    sym_bind: int
 
 
 @dataclass
@@ -278,7 +254,7 @@ def _abs64(st: DiffState) -> int:
 def emit_metadata(st: DiffState, plan: OutputPlan) -> None:
     """Write .pykpatch.{strings,funcs,relocs} (see module docstring)."""
     out = plan.obj
-    fmt = "<" if out.layout.endian == "little" else ">"
+    endian = out.layout.endian
     abs64 = _abs64(st)
     strings = _Strings()
     strsec = out.add_section(Section(STRINGS_SECTION, SHT.PROGBITS, SHF.ALLOC, b"", align=1, entsize=1))
@@ -289,10 +265,10 @@ def emit_metadata(st: DiffState, plan: OutputPlan) -> None:
     fdata = bytearray()
     for i, f in enumerate(plan.funcs):
         base = i * FUNC_RECORD
-        fdata += struct.pack(f"{fmt}QQQQ", 0, 0, 0, f.sympos)
-        frel.relocations.append(Relocation(base, abs64, f.symbol, 0))
-        frel.relocations.append(Relocation(base + 8, abs64, strsym, strings.add(f.name)))
-        frel.relocations.append(Relocation(base + 16, abs64, strsym, strings.add(f.objname)))
+        fdata += FuncRecord(f.sympos).encode(endian)
+        frel.relocations.append(Relocation(base + FUNC_NEW, abs64, f.symbol, 0))
+        frel.relocations.append(Relocation(base + FUNC_NAME, abs64, strsym, strings.add(f.name)))
+        frel.relocations.append(Relocation(base + FUNC_OBJNAME, abs64, strsym, strings.add(f.objname)))
     funcs.data = bytes(fdata)
 
     relocs = out.add_section(Section(RELOCS_SECTION, SHT.PROGBITS, 0, b"", align=8, entsize=RELOC_RECORD))
@@ -300,30 +276,26 @@ def emit_metadata(st: DiffState, plan: OutputPlan) -> None:
     rdata = bytearray()
     for i, k in enumerate(plan.klp_relocs):
         base = i * RELOC_RECORD
-        flags = (FLAG_EXTERNAL if k.external else 0) | (k.sym_type & 0xFF) << 8 | (k.sym_bind & 0xFF) << 16
-        rdata += struct.pack(f"{fmt}QQQQqII", 0, 0, 0, k.sympos, k.addend, k.type, flags)
-        rrel.relocations.append(Relocation(base, abs64, _section_symbol(out, k.section), k.offset))
-        rrel.relocations.append(Relocation(base + 8, abs64, strsym, strings.add(k.name)))
-        rrel.relocations.append(Relocation(base + 16, abs64, strsym, strings.add(k.objname)))
+        rdata += k.record.encode(endian)
+        rrel.relocations.append(Relocation(base + RELOC_DEST, abs64, _section_symbol(out, k.section), k.offset))
+        rrel.relocations.append(Relocation(base + RELOC_NAME, abs64, strsym, strings.add(k.name)))
+        rrel.relocations.append(Relocation(base + RELOC_OBJNAME, abs64, strsym, strings.add(k.objname)))
     relocs.data = bytes(rdata)
     emit_callback_objnames(st, out, strsym, strings, plan.parent, abs64)
     strsec.data = bytes(strings.data)
-
-
-CALLBACK_RECORD = 16
 
 
 def emit_callback_objnames(st: DiffState, out: ElfObject, strsym: Symbol, strings: _Strings, parent: str,
                            abs64: int) -> None:
     """Point each callback record's ``objname`` at the object this diff patches."""
     for sec in out.sections:
-        if not sec.name.startswith(".kpatch.callbacks.") or isinstance(sec, RelocationSection):
+        if not sec.name.startswith(CALLBACK_PREFIX) or isinstance(sec, RelocationSection):
             continue
         rel = out.ensure_relocation_section(sec)
         taken = {r.offset for r in rel.relocations or ()}
         for base in range(0, sec.size, CALLBACK_RECORD):
-            if base + 8 not in taken:
-                rel.relocations.append(Relocation(base + 8, abs64, strsym, strings.add(parent)))
+            if base + CALLBACK_OBJNAME not in taken:
+                rel.relocations.append(Relocation(base + CALLBACK_OBJNAME, abs64, strsym, strings.add(parent)))
 
 
 def _refuse_references_into(st: DiffState, out: ElfObject, doomed: list[Section]) -> None:

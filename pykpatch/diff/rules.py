@@ -188,7 +188,10 @@ def child_suffix(name: str) -> int:
 
 
 def is_data_section_name(name: str) -> bool:
-    """Existing data may not be patched: ``.data*`` / ``.bss*`` (``.data.unlikely``/``.data.once`` hold only WARN flags)."""
+    """Existing data may not be patched: ``.data*`` / ``.bss*``.
+
+    ``.data.unlikely`` / ``.data.once`` hold only WARN_ONCE flags.
+    """
     if name in (".data.unlikely", ".data.once"):
         return False
     return name.startswith(".data") or name.startswith(".bss")

@@ -29,15 +29,15 @@ import struct
 from collections.abc import Callable
 from operator import attrgetter
 
-from pykpatch.diff.analyze import DiffInputError
-from pykpatch.diff.output import FUNC_RECORD, FUNCS_SECTION
 from pykpatch.arch import ArchInfo
+from pykpatch.diff.analyze import DiffInputError
 from pykpatch.elf.constants import SHN, STB, STT
 from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section
 from pykpatch.elf.reader import parse_elf
 from pykpatch.elf.validate import link_problems, symbol_order_problems
 from pykpatch.elf.writer import MAX_ALIGN
 from pykpatch.errors import DiffOutputError, ElfFormatError, PykpatchError
+from pykpatch.records import FUNC_RECORD, FUNCS_SECTION
 
 # Section indexes a symbol of a kernel object may carry without a section.
 PLAIN_INDEXES = frozenset({SHN.UNDEF, SHN.ABS, SHN.COMMON})
@@ -243,4 +243,5 @@ def _record_string(rel: Relocation | None) -> str | None:
         return None
 
 
-__all__ = ["ParentSymbols", "check_copied_relocations", "check_input", "input_problems", "output_problems", "validate_output"]
+__all__ = ["ParentSymbols", "check_copied_relocations", "check_input", "input_problems", "output_problems",
+           "validate_output"]

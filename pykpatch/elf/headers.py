@@ -45,7 +45,7 @@ class ElfHeaders:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         try:
-            self._fh: BinaryIO = open(self.path, "rb")
+            self._fh: BinaryIO = open(self.path, "rb")  # noqa: SIM115 - closed by close() / __exit__
         except OSError as err:
             raise ElfFormatError(self.path, f"cannot read: {err.strerror or err}") from None
         try:

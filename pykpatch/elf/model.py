@@ -47,8 +47,8 @@ class Section:
         align: int = 1,
         entsize: int = 0,
         addr: int = 0,
-        link: "Section | None" = None,
-        info: "Section | int" = 0,
+        link: Section | None = None,
+        info: Section | int = 0,
         nobits_size: int = 0,
     ) -> None:
         self.name = name
@@ -225,7 +225,8 @@ class Symbol:
 
     def __repr__(self) -> str:
         where = self.section.name if self.section is not None else f"shndx={self.shndx:#x}"
-        return f"<Symbol {self.name!r} {STB(self.bind).name if self.bind in STB._value2member_map_ else self.bind}/{self.type} {where}+{self.value:#x}>"
+        bind = STB(self.bind).name if self.bind in STB._value2member_map_ else self.bind
+        return f"<Symbol {self.name!r} {bind}/{self.type} {where}+{self.value:#x}>"
 
 
 class Relocation:

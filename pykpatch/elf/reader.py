@@ -361,7 +361,8 @@ class _Parser:
         if isinstance(member, GroupSection):
             raise self.fail(f"group {group.name!r}: member {member.name!r} is itself a section group")
         if member.group is not None:
-            raise self.fail(f"section {member.name!r} is listed twice in groups ({member.group.name!r}, {group.name!r})")
+            raise self.fail(f"section {member.name!r} is listed twice in groups "
+                            f"({member.group.name!r}, {group.name!r})")
         member.group = group
         return member
 

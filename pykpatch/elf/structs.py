@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from pykpatch.elf.constants import ElfClass, ElfData
 
@@ -96,7 +96,7 @@ class ElfLayout:
         return self.sym.pack(name, value, size, info, other, shndx)
 
 
-@lru_cache(maxsize=None)
+@cache
 def layout_for(elf_class: int, data: int) -> ElfLayout:
     """Return the (cached, immutable) layout for a class/byte-order pair."""
     cls = ElfClass(elf_class)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import struct
 
-from pykpatch.elf.constants import ELF_MAGIC, SHF, SHN, SHT, STB, st_info
+from pykpatch.elf.constants import ELF_MAGIC, SHN, SHT, STB, st_info
 from pykpatch.elf.model import (
     ElfObject,
     GroupSection,
@@ -23,8 +23,8 @@ from pykpatch.elf.model import (
     SymbolTableSection,
     SymtabShndxSection,
 )
-from pykpatch.safeio import atomic_write
 from pykpatch.errors import ElfWriteError
+from pykpatch.safeio import atomic_write
 
 
 class StringTableBuilder:
@@ -216,10 +216,14 @@ class _Writer:
         elif isinstance(sec, RelocationSection):
             if self.obj.symtab is not None and sec.relocations is not None:
                 link = self.check_section(self.obj.symtab, f"section {sec.name!r} sh_link")
-            info = self.check_section(sec.info, f"relocation section {sec.name!r}") if isinstance(sec.info, Section) else int(sec.info)
+            if isinstance(sec.info, Section):
+                info = self.check_section(sec.info, f"relocation section {sec.name!r}")
+            else:
+                info = int(sec.info)
         elif isinstance(sec, GroupSection):
             if sec.signature is not None and id(sec.signature) not in self.symbol_ids:
-                raise ElfWriteError(f"{self.obj.path}: group {sec.name!r} signature {sec.signature.name!r} is not in the symbol table")
+                raise ElfWriteError(f"{self.obj.path}: group {sec.name!r} signature {sec.signature.name!r} "
+                                    "is not in the symbol table")
             info = sec.signature.index if sec.signature is not None else 0
             if self.obj.symtab is not None:
                 link = self.obj.symtab.index

@@ -15,8 +15,8 @@ against its parent's symbol table (vmlinux or the module's .ko):
   ``.text``) the assembler shortens a jump to a nearby function to 2 bytes;
   with ``-ffunction-sections`` every jump to another function is a
   relocated rel32 (5 bytes, 6 for a conditional one).  So an original may
-  be longer by at most ``MAX_RELAXATION`` bytes per relocated PC-relative
-  reference to another section, never shorter.  Weak functions are not
+  be longer by at most the architecture's ``branch_relaxation`` bytes per
+  relocated PC-relative reference to another section, never shorter.  Weak functions are not
   compared (the kernel's symbol may be the strong override elsewhere:
   ``arch_report_meminfo`` of fs/proc/meminfo.c against arch/x86's).
 
@@ -30,8 +30,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from pykpatch.arch import ArchInfo, arch_for
 from pykpatch.diff.lookup import LookupError_, ParentLookup
-from pykpatch.elf.arch import ArchInfo, arch_for
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, Symbol
 from pykpatch.elf.reader import read_elf
@@ -51,10 +51,6 @@ def _file_of(obj: ElfObject) -> dict[int, Symbol]:
         elif sym.bind == STB.LOCAL and current is not None:
             out[id(sym)] = current
     return out
-
-
-# x86: a rel32 jcc is 6 bytes, its short form 2; a rel32 jmp 5, its short form 2.
-MAX_RELAXATION = 4
 
 
 def relocated_branches(sym: Symbol, arch: ArchInfo | None) -> int:
@@ -79,7 +75,7 @@ def size_mismatches(obj: ElfObject, lookup: ParentLookup) -> list[str]:
         if found is None or not found.size or found.size == sym.size:
             continue
         excess = sym.size - found.size
-        if 0 < excess <= MAX_RELAXATION * relocated_branches(sym, arch):
+        if arch is not None and 0 < excess <= arch.branch_relaxation * relocated_branches(sym, arch):
             continue
         out.append(f"{sym.name} ({sym.size} bytes here, {found.size} in {lookup.objname})")
     return out

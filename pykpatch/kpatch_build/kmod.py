@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from pykpatch import records
 from pykpatch.elf.reader import read_elf
 from pykpatch.elf.writer import write_elf
 from pykpatch.errors import KbuildError, ModuleBuildError
-from pykpatch import records
 from pykpatch.kbuild.make import run_make
 from pykpatch.kpatch_build.klp import convert_to_klp
 from pykpatch.safeio import atomic_copy

@@ -137,6 +137,7 @@ class X86Hooks(ArchHooks):
 
 
 ARCH = ArchInfo(
+    branch_relaxation=4,
     name="x86_64",
     machine=EM.X86_64,
     relocs=RELOCS,

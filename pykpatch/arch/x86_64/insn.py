@@ -301,7 +301,7 @@ def _decode(code, off: int, limit: int) -> Insn:
                 n = 4
             elif kind == _IV:
                 n = 8 if rex & 8 else (2 if opsz else 4)
-            elif kind == _IW or kind == _IW2:
+            elif kind in (_IW, _IW2):
                 n = 2
             elif kind == _ENTER:
                 n = 3
