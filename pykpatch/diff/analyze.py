@@ -64,6 +64,29 @@ def table_entry(facts: ObjectFacts, rel: Relocation) -> Relocation | None:
     return facts.table_entries.get(sym.value + rel.addend)
 
 
+# -fpatchable-function-entry=N,M puts at most a few dozen bytes of NOPs before an entry.
+MAX_PADDING = 64
+
+
+def padded_sections(obj: ElfObject) -> set[Section]:
+    """Sections whose code starts with compiler padding before the function (patchable entry at offset 0).
+
+    ``-fpatchable-function-entry=16,16`` (x86 CALL_PADDING on 6.x) writes 16
+    NOPs, records their start in ``__patchable_function_entries`` and puts the
+    function symbol after them; objtool only adds the ``__pfx_`` symbol over
+    them at the vmlinux link, so an object has the padding without it.
+    """
+    out: set[Section] = set()
+    for sec in obj.sections:
+        if sec.name != PATCHABLE_ENTRIES or sec.rela is None:
+            continue
+        for rel in sec.rela.relocations or ():
+            target = rel.symbol
+            if target is not None and target.section is not None and target.value + rel.addend == 0:
+                out.add(target.section)
+    return out
+
+
 def bundle_symbols(facts: ObjectFacts, arch: ArchInfo, name: str) -> None:
     # With call padding (CONFIG_CALL_PADDING) a function starts after its
     # __pfx_ symbol's NOPs, 16 bytes into its own section; elsewhere where
@@ -74,12 +97,15 @@ def bundle_symbols(facts: ObjectFacts, arch: ArchInfo, name: str) -> None:
         if target is not None and sym.section is not None and sym.value == 0:
             prefix_size[(sym.section, target)] = sym.size
             facts.prefix_of.setdefault(sym.section, []).append(sym)
+    padded = padded_sections(facts.obj)
     for sym in facts.obj.symbols:
         sec = sym.section
         if sec is None or sym.type not in (STT.FUNC, STT.OBJECT):
             continue
         if rules.bundle_prefix_matches(sym, sec):
             expected = prefix_size.get((sec, sym.name))
+            if expected is None and sym.type == STT.FUNC and sec in padded and 0 < sym.value <= MAX_PADDING:
+                expected = sym.value  # entry padding before the function (x86 6.x CALL_PADDING, no __pfx_ yet)
             if expected is None:
                 expected = arch.hooks.bundled_offset(sym) if sym.type == STT.FUNC else 0
             if sym.value != expected:

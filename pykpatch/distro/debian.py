@@ -280,9 +280,15 @@ def release_built_from(source_package: str, flavour: str = "amd64") -> str:
     version = installed_version(source_package)
     if version is None:
         raise DistroError(f"{source_package} is not installed", hint=f"apt-get install {source_package}")
-    proc = _run(["apt-cache", "show", f"linux-image-{flavour}={version}"], "read apt's package lists")
-    m = re.search(r"^Depends:.*?\blinux-image-(\S+?)(?:-unsigned)? \(= " + re.escape(version) + r"\)", proc.stdout,
-                  re.MULTILINE)
+    series = source_package.removeprefix("linux-source-")
+    m = None
+    # Debian 12's own series has linux-image-FLAVOUR; a backported series linux-image-X.Y-FLAVOUR.
+    for meta in (f"linux-image-{series}-{flavour}", f"linux-image-{flavour}"):
+        proc = _run(["apt-cache", "show", f"{meta}={version}"], "read apt's package lists")
+        m = re.search(r"^Depends:.*?\blinux-image-(\S+?)(?:-unsigned)? \(= " + re.escape(version) + r"\)",
+                      proc.stdout, re.MULTILINE)
+        if m is not None:
+            break
     if m is None:
         raise DistroError(f"apt's lists have no linux-image-{flavour} {version} built from {source_package}",
                           hint="apt-get update")

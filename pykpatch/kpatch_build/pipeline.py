@@ -126,6 +126,7 @@ def _check(ctx: BuildContext, route: Route) -> tuple[check.TargetKernel, dict[st
         cross.get("CROSS_COMPILE", "") + "gcc"
     if cc != "gcc" and not (route.inputs.kernelvariables or (route.srcdir / ".kernelvariables").is_file()):
         ctx.tree.variables["CC"] = cc
+    ctx.tree.variables.update(hidden_tools(config))
     target = check.check_target(ctx, route.vmlinux, cc)
     check.check_config_compiler(cc, config, opts.skip_compiler_check)
     check.check_tools(config)
@@ -137,6 +138,22 @@ def _check(ctx: BuildContext, route: Route) -> tuple[check.TargetKernel, dict[st
     if not route.inputs.kernelvariables:
         check.check_release(route.srcdir, target)
     return target, config
+
+
+# Tools kconfig probes (their versions go into the config) that C code never uses: when the
+# kernel was built where they were absent (version 0), they are hidden here too, or kconfig
+# would record this machine's versions and the config would no longer be the kernel's.
+# Seen: Debian's 6.12 config has CONFIG_RUSTC_VERSION=0; a machine with rustc gives 109500.
+PROBED_TOOLS = (("CONFIG_RUSTC_VERSION", ("RUSTC", "HOSTRUSTC")), ("CONFIG_BINDGEN_VERSION", ("BINDGEN",)))
+
+
+def hidden_tools(config: dict[str, str | None]) -> dict[str, str]:
+    """make variables naming a missing program for each probed tool the kernel's build did not have."""
+    hidden = {}
+    for option, variables in PROBED_TOOLS:
+        if config.get(option) == "0":
+            hidden.update({v: "pykpatch-absent-when-the-kernel-was-built" for v in variables})
+    return hidden
 
 
 def _orig(ctx: BuildContext, route: Route, target: check.TargetKernel) -> Ground:

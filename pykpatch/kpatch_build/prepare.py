@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from pykpatch.errors import ConfigError
 from pykpatch.kbuild.config import read_config
+from pykpatch.kbuild.make import kbuild_environment
 from pykpatch.kbuild.tree import KernelTree
 from pykpatch.safeio import atomic_copy, atomic_write_text
 
@@ -195,14 +197,28 @@ def tree_release(tree: Path) -> str | None:
     return None
 
 
+def make_variable(makefile: Path, name: str) -> str:
+    """What make itself makes of ``$(NAME)`` after reading ``makefile`` (conditionals, overrides and all).
+
+    Debian's ``.kernelvariables`` sets ``CC = $(CROSS_COMPILE)gcc-12`` and, for
+    6.12, ``override CROSS_COMPILE = x86_64-linux-gnu-`` (6.1 only inside a
+    cross-build conditional): make evaluates that exactly as kbuild will.
+    """
+    probe = f"include {makefile}\n.PHONY: pykpatch-print\npykpatch-print:\n\t@echo '$({name})'\n"
+    try:
+        proc = subprocess.run(["make", "-s", "--no-print-directory", "-f", "-", "pykpatch-print"], input=probe,
+                              capture_output=True, text=True, timeout=60, env=kbuild_environment()[0])
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
 def compiler_program(variables: Path | None, config: dict[str, str | None]) -> str | None:
     """The compiler kbuild will run: .kernelvariables' CC, else the config's CONFIG_CC_VERSION_TEXT program."""
     if variables is not None and variables.is_file():
-        m = re.search(r"^\s*CC\s*:?=\s*(.*)$", variables.read_text(), re.MULTILINE)
-        if m:
-            words = [w for w in m.group(1).replace("$(CROSS_COMPILE)", "").split() if not w.startswith("$(")]
-            if words:
-                return words[-1]
+        words = make_variable(variables, "CC").split()
+        if words:
+            return words[-1]  # after a ccache/distcc wrapper, if any
     text = config.get("CONFIG_CC_VERSION_TEXT")
     if text:
         program = text.split()[0]
