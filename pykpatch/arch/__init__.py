@@ -224,6 +224,9 @@ class ArchInfo:
     # Bytes a branch to another function may grow by when it is relocated (-ffunction-sections)
     # instead of relaxed by the assembler (one .text): x86's short jcc is 2 bytes, its rel32 form 6.
     branch_relaxation: int = 0
+    # Sections objtool writes (it refuses to write one an object already has: "file already has
+    # .return_sites, skipping").
+    objtool_sections: frozenset[str] = frozenset()
 
     @property
     def ftrace_hook(self) -> str:

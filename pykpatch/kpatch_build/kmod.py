@@ -22,9 +22,11 @@ from importlib import resources
 from pathlib import Path
 
 from pykpatch import records
+from pykpatch.arch import arch_for
 from pykpatch.elf.reader import read_elf
 from pykpatch.elf.writer import write_elf
 from pykpatch.errors import KbuildError, ModuleBuildError
+from pykpatch.kbuild.config import read_config
 from pykpatch.kbuild.make import run_make
 from pykpatch.kpatch_build.klp import convert_to_klp
 from pykpatch.safeio import atomic_copy
@@ -76,14 +78,42 @@ class ModuleResult:
     signed_with: Path | None = None
 
 
-def write_build_dir(workdir: Path, name: str, diff_outputs: list[Path], replace: bool) -> None:
+def objtool_runs_on_the_module(tree: Path) -> bool:
+    """kbuild's delay-objtool (scripts/Makefile.lib): with IBT or clang LTO, objtool runs on the linked module.
+
+    Seen on Debian's 6.12 (X86_KERNEL_IBT): a single-object module such as
+    pcspkr.o already carries objtool's sections; copied into a diff output
+    they make objtool skip the whole livepatch module ("file already has
+    .return_sites"), the glue's returns stay unpatched and the kernel WARNs
+    (``Unpatched return thunk in use``) at load.
+    """
+    config = read_config(tree / ".config") if (tree / ".config").is_file() else {}
+    return config.get("CONFIG_X86_KERNEL_IBT") == "y" or config.get("CONFIG_LTO_CLANG") == "y"
+
+
+def without_objtool_sections(src: Path, dest: Path) -> None:
+    """Copy a diff output leaving out what objtool will write for the whole module."""
+    obj = read_elf(src)
+    arch = arch_for(obj.machine)
+    names = arch.objtool_sections if arch is not None else frozenset()
+    doomed = [s for s in obj.sections if s.name in names or (s.name.startswith(".rela") and s.name[5:] in names)]
+    if doomed:
+        obj.remove_sections(doomed)
+    write_elf(obj, dest)
+
+
+def write_build_dir(workdir: Path, name: str, diff_outputs: list[Path], replace: bool,
+                    objtool_later: bool = False) -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "pykpatch-glue.c").write_text(data_file("livepatch-glue.c"))
     (workdir / "pykpatch.lds").write_text(data_file("pykpatch.lds"))
     objs = ["pykpatch-glue.o"]
     for i, path in enumerate(diff_outputs):
         dest = f"patch-{i}.o"
-        shutil.copyfile(path, workdir / dest)
+        if objtool_later:
+            without_objtool_sections(path, workdir / dest)
+        else:
+            shutil.copyfile(path, workdir / dest)
         # kbuild wants a .cmd for every object it links; a prebuilt one has none.
         (workdir / f".{dest}.cmd").write_text(f"savedcmd_{dest} := true\ncmd_{dest} := true\n")
         objs.append(dest)
@@ -155,7 +185,7 @@ def build_module(
         workdir = Path(tempfile.mkdtemp(prefix="pykpatch-module-"))
     log_p = Path(log) if log else workdir / "build.log"
     try:
-        write_build_dir(workdir, modname, outputs, replace)
+        write_build_dir(workdir, modname, outputs, replace, objtool_runs_on_the_module(tree_p))
         run_kbuild(tree_p, workdir, log_p, jobs, variables)
         built = workdir / f"{modname}.ko"
         if not built.exists():

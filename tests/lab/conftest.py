@@ -34,7 +34,7 @@ BOOT_TIMEOUT = 90.0
 
 
 # Fixtures that make a test a kernel test (marker `kernel`).
-KERNEL_FIXTURES = frozenset({"lab_kernel", "debian_kernel", "guest_rootfs"})
+KERNEL_FIXTURES = frozenset({"lab_kernel", "lab_kernel_612", "debian_kernel", "guest_rootfs"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -83,6 +83,13 @@ def lab_kernel(pytestconfig: pytest.Config) -> KernelBuild:
 
 
 @pytest.fixture(scope="session")
+def lab_kernel_612(pytestconfig: pytest.Config) -> KernelBuild:
+    """The lab's Linux 6.12 kernel (IBT, call padding, call depth tracking), built on first use."""
+    return _or_fail("build the lab's 6.12 kernel",
+                    lambda: ensure_kernel(series="6.12", progress=_progress_printer(pytestconfig, "lab 6.12")))
+
+
+@pytest.fixture(scope="session")
 def guest_rootfs(pytestconfig: pytest.Config) -> GuestRootfs:
     """The lab's Debian root image (debootstrap once, minutes; then cached)."""
     return _or_fail("make the lab's Debian guest",
@@ -98,12 +105,10 @@ def debian_kernel() -> DebianKernel:
 BootFn = Callable[..., BootResult]
 
 
-@pytest.fixture
-def lab_boot(lab_kernel: KernelBuild, tmp_path: Path) -> BootFn:
-    """Boot the lab kernel with steps; run files are kept in tmp_path.
+def booter(kernel: KernelBuild, tmp_path: Path) -> BootFn:
+    """``boot(steps, modules=[...], timeout=..., append=...)`` of ``kernel``, run files in tmp_path.
 
-    Call as ``lab_boot(steps, modules=[...], timeout=..., append=...)``;
-    modules may be paths or names of modules the lab kernel built.
+    Modules may be paths or names of modules that kernel built.
     """
     counter = itertools.count()
 
@@ -114,13 +119,19 @@ def lab_boot(lab_kernel: KernelBuild, tmp_path: Path) -> BootFn:
         timeout: float = BOOT_TIMEOUT,
         **kwargs: object,
     ) -> BootResult:
-        paths = [m if isinstance(m, Path) else lab_kernel.module(m) for m in modules]
+        paths = [m if isinstance(m, Path) else kernel.module(m) for m in modules]
         workdir = tmp_path / f"boot{next(counter)}"
         try:
-            return boot(lab_kernel.bzimage, steps, modules=paths, timeout=timeout, workdir=workdir,
+            return boot(kernel.bzimage, steps, modules=paths, timeout=timeout, workdir=workdir,
                         **kwargs)  # type: ignore[arg-type]
         except LabError as err:
             hint = f"\nhint: {err.hint}" if err.hint else ""
             pytest.fail(f"cannot boot the lab kernel: {err.message}{hint}", pytrace=False)
 
     return run
+
+
+@pytest.fixture
+def lab_boot(lab_kernel: KernelBuild, tmp_path: Path) -> BootFn:
+    """Boot the lab kernel with steps (see ``booter``)."""
+    return booter(lab_kernel, tmp_path)

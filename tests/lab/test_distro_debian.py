@@ -14,6 +14,7 @@ The refusals at the end must name the mismatch and compile nothing.
 
 from __future__ import annotations
 
+import lzma
 import os
 import re
 import subprocess
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from pykpatch.distro.base import KernelArtifacts, upstream_version
 from pykpatch.distro.debian import DebianProvider, release_built_from
 from pykpatch.lab import boot, insmod, read, rmmod, shell, wait_for, wait_until_gone, write
 from pykpatch.lab.debian import debian_cache_root
@@ -38,16 +40,20 @@ REBIND = f"echo pcspkr > {PCSPKR}/unbind && echo pcspkr > {PCSPKR}/bind && grep 
 
 @dataclass
 class Debian:
+    series: str
     release: str
-    artifacts: object
+    artifacts: KernelArtifacts
     cachedir: Path
 
 
-@pytest.fixture(scope="module")
-def debian(tmp_path_factory) -> Debian:
-    release = release_built_from("linux-source-6.1")
+# Debian 12's kernel, and Debian 13's (Debian 12's backports): 6.12 with IBT, call padding and
+# call depth tracking, built with x86_64-linux-gnu-gcc-12.
+@pytest.fixture(scope="module", params=["6.1", "6.12"])
+def debian(request, tmp_path_factory) -> Debian:
+    series = request.param
+    release = release_built_from(f"linux-source-{series}")
     artifacts = DebianProvider(DISTRO_CACHE).artifacts(release, lambda m: print(f"\n[debian] {m}", file=sys.stderr))
-    return Debian(release, artifacts, tmp_path_factory.mktemp("never-built-cache"))
+    return Debian(series, release, artifacts, tmp_path_factory.mktemp(f"never-built-cache-{series}"))
 
 
 def kpatch_build(debian: Debian, out: Path, *args: str, cachedir: Path | None = None) -> subprocess.CompletedProcess[str]:
@@ -73,7 +79,7 @@ def test_vmlinux_function_in_debians_kernel(debian: Debian, tmp_path):
         read("/proc/cmdline"), shell("uname -r"), insmod(ko), wait_for(f"{lp}/transition", "0"),
         read("/proc/cmdline"), write(f"{lp}/enabled", "0"), wait_until_gone(lp), rmmod("livepatch_deb_cmdline"),
         read("/proc/cmdline"),
-    ], modules=[ko], memory="256M", timeout=180, workdir=tmp_path / "boot")
+    ], modules=[ko], memory="512M", timeout=180, workdir=tmp_path / "boot")
     assert result.ok, result.failures()
     out = [s.output for s in result.steps]
     assert out[1].strip() == debian.release
@@ -88,18 +94,29 @@ def test_function_of_a_module_debian_ships(debian: Debian, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "diff [1/1] drivers/input/misc/pcspkr.o (parent pcspkr)" in proc.stderr
     ko = tmp_path / "livepatch-deb-pcspkr.ko"
-    pcspkr = debian.artifacts.modules / "kernel/drivers/input/misc/pcspkr.ko"
+    pcspkr = shipped_module(debian, "drivers/input/misc/pcspkr", tmp_path)
     lp = "/sys/kernel/livepatch/livepatch_deb_pcspkr"
     result = boot(debian.artifacts.vmlinuz, [
         insmod(pcspkr), shell(REBIND), insmod(ko), wait_for(f"{lp}/transition", "0"), shell(REBIND),
         write(f"{lp}/enabled", "0"), wait_until_gone(lp), shell(REBIND), rmmod("livepatch_deb_pcspkr"),
         rmmod("pcspkr"),
-    ], modules=[ko, pcspkr], memory="256M", timeout=180, workdir=tmp_path / "boot")
+    ], modules=[ko, pcspkr], memory="512M", timeout=180, workdir=tmp_path / "boot")
     assert result.ok, result.failures()
     out = [s.output for s in result.steps]
     assert out[1] == 'N: Name="PC Speaker"\n'
     assert out[4] == 'N: Name="PC Speaker (pykpatch)"\n'
     assert out[7] == 'N: Name="PC Speaker"\n'
+
+
+def shipped_module(debian: Debian, path: str, tmp_path: Path) -> Path:
+    """The image package's .ko, unpacked when it ships compressed (Debian 13: .ko.xz)."""
+    plain = debian.artifacts.modules / "kernel" / f"{path}.ko"
+    if plain.is_file():
+        return plain
+    packed = plain.with_name(plain.name + ".xz")
+    out = tmp_path / plain.name
+    out.write_bytes(lzma.decompress(packed.read_bytes()))
+    return out
 
 
 # -- refusals: each names the mismatch, and nothing is compiled ------------------------------------------------
@@ -121,13 +138,17 @@ def test_config_of_another_kernel_is_refused(debian: Debian, lab_kernel, tmp_pat
 
 
 def test_source_tree_of_another_version_is_refused(debian: Debian, tmp_path):
-    """-s with sources of 6.1.190 against Debian's vmlinux of a kernel built from 6.1.192."""
-    tree = tmp_path / "linux-6.1.190"
+    """-s with sources of an older sublevel against Debian's vmlinux of a kernel built from a newer one."""
+    upstream = upstream_version(debian.artifacts.version)          # 6.1.192, 6.12.117
+    major, minor, sublevel = upstream.split(".")
+    older = f"{major}.{minor}.{int(sublevel) - 2}"
+    tree = tmp_path / f"linux-{older}"
     (tree / "kernel").mkdir(parents=True)
-    (tree / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 190\nEXTRAVERSION =\n")
+    (tree / "Makefile").write_text(f"VERSION = {major}\nPATCHLEVEL = {minor}\nSUBLEVEL = {int(sublevel) - 2}\n"
+                                   "EXTRAVERSION =\n")
     proc = kpatch_build(debian, tmp_path, "-s", str(tree), "-v", str(debian.artifacts.vmlinux),
                         str(PATCHES / "01-cmdline-string.patch"), cachedir=tmp_path / "cache")
     assert proc.returncode == 1, proc.stderr[-3000:]
-    assert (f"the source tree {tree} is Linux 6.1.190, but {debian.release} is built from 6.1.192 "
+    assert (f"the source tree {tree} is Linux {older}, but {debian.release} is built from {upstream} "
             f"(debian {debian.artifacts.version})") in proc.stderr
     assert compiled_objects(proc.stderr) == 0 and sorted(p.name for p in tree.iterdir()) == ["Makefile", "kernel"]

@@ -36,8 +36,19 @@ from pykpatch.kpatch_build.workspace import TreeWorkspace, tree_directory_lock
 from pykpatch.lab import Step, insmod, read, rmmod, shell, wait_for, wait_until_gone, write
 from pykpatch.lab.cache import UNPACK_STAMP
 
+from .conftest import booter
+
 PATCHES = Path(__file__).resolve().parents[1] / "integration" / "patches"
-CACHEDIR = Path(os.environ.get("PYKPATCH_KPATCH_CACHEDIR", str(Path.home() / ".cache/pykpatch/kpatch-lab")))
+CACHE_ROOT = Path(os.environ.get("PYKPATCH_KPATCH_CACHEDIR", str(Path.home() / ".cache/pykpatch/kpatch-lab")))
+# The lab kernels the whole suite runs on: Debian 12's 6.1, and 6.12 with IBT, call padding and
+# call depth tracking (Debian 13's, Debian 12's backports).
+SERIES = ("6.1", "6.12")
+
+
+def patch_file(series: str, name: str) -> Path:
+    """A scenario's patch for that kernel: patches/SERIES/NAME where the sources moved, else patches/NAME."""
+    own = PATCHES / series / name
+    return own if own.is_file() else PATCHES / name
 BUILD_TIMEOUT = 3600  # a cold original build of the lab tree takes ~10 min on 2 loaded cores
 BOOT_TIMEOUT = 120.0
 
@@ -129,8 +140,10 @@ class TreeManifest:
 class KpatchBuild:
     """Runs kpatch-build on the lab tree, one scenario at a time."""
 
-    def __init__(self, kernel, outdir: Path) -> None:
+    def __init__(self, kernel, outdir: Path, series: str) -> None:
         self.kernel = kernel
+        self.series = series
+        self.cachedir = CACHE_ROOT / series
         self.tree: Path = kernel.tree
         self.outdir = outdir
         self.jobs = max(1, len(os.sched_getaffinity(0)))
@@ -146,25 +159,25 @@ class KpatchBuild:
                 for f in files}
 
     def run(self, name: str, *patches: str, debug: bool = False, extra: tuple[str, ...] = ()) -> Built:
-        paths = [PATCHES / p for p in patches]
+        paths = [patch_file(self.series, p) for p in patches]
         files = sorted({f for p in paths for f in touched_by(p)})
         before = self.touched_state(files)
         cmd = [sys.executable, "-m", "pykpatch.cli", "build", "-s", str(self.tree), "-v", str(self.kernel.vmlinux),
                "-j", str(self.jobs), "-n", f"livepatch-{name}", "-o", str(self.outdir), *(["-d"] if debug else []), *extra, *map(str, paths)]
-        env = {**os.environ, "CACHEDIR": str(CACHEDIR)}
+        env = {**os.environ, "CACHEDIR": str(self.cachedir)}
         started = time.monotonic()
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT)
         seconds = time.monotonic() - started
         sys.stderr.write(f"\n[kpatch-build {name}: rc {proc.returncode} in {seconds:.0f} s]\n{proc.stderr}")
         # Success or failure, the patched files are back, content and mtime.
         assert self.touched_state(files) == before, f"kpatch-build {name} left {files} changed"
-        journal = TreeWorkspace(CACHEDIR, self.tree).journal_dir / "journal.json"
+        journal = TreeWorkspace(self.cachedir, self.tree).journal_dir / "journal.json"
         assert not journal.exists(), "kpatch-build left its tree journal behind (the tree was not put back)"
         ko = self.outdir / f"livepatch-{name}.ko"
         return Built(proc.returncode, proc.stdout, proc.stderr, ko if ko.exists() else None, seconds)
 
 
-def warm_original_build(kernel, progress: Callable[[str], None]) -> None:
+def warm_original_build(kernel, cachedir: Path, progress: Callable[[str], None]) -> None:
     """Do (or reuse) the cached original build kpatch-build would do, before the inventory.
 
     kpatch-build's own stages before patching (check, which also puts back
@@ -175,7 +188,7 @@ def warm_original_build(kernel, progress: Callable[[str], None]) -> None:
     from pykpatch.kpatch_build.context import BuildOptions
     from pykpatch.kpatch_build.pipeline import prepare_tree
 
-    prepare_tree(BuildOptions(patches=[], srcdir=kernel.tree, vmlinux=kernel.vmlinux, cachedir=CACHEDIR), progress)
+    prepare_tree(BuildOptions(patches=[], srcdir=kernel.tree, vmlinux=kernel.vmlinux, cachedir=cachedir), progress)
 
 
 @dataclass
@@ -192,18 +205,28 @@ class Suite:
             return self.kb.manifest()
 
 
-@pytest.fixture(scope="module")
-def suite(lab_kernel, tmp_path_factory, pytestconfig) -> Suite:
+@pytest.fixture(scope="module", params=SERIES)
+def suite(request, tmp_path_factory, pytestconfig) -> Suite:
+    series = request.param
+    kernel = request.getfixturevalue("lab_kernel" if series == "6.1" else "lab_kernel_612")
+
     def progress(msg: str) -> None:
         capman = pytestconfig.pluginmanager.getplugin("capturemanager")
         with capman.global_and_fixture_disabled() if capman else contextlib.nullcontext():
-            print(f"\n[kpatch-build suite] {msg}", file=sys.stderr, end="", flush=True)
+            print(f"\n[kpatch-build suite {series}] {msg}", file=sys.stderr, end="", flush=True)
 
-    kb = KpatchBuild(lab_kernel, tmp_path_factory.mktemp("kpatch-build"))
-    warm_original_build(lab_kernel, progress)
-    with tree_directory_lock(lab_kernel.tree, progress):
+    kb = KpatchBuild(kernel, tmp_path_factory.mktemp(f"kpatch-build-{series}"), series)
+    kb.cachedir.mkdir(parents=True, mode=0o700, exist_ok=True)
+    warm_original_build(kernel, kb.cachedir, progress)
+    with tree_directory_lock(kernel.tree, progress):
         before = kb.manifest()
     return Suite(kb, before, time.monotonic(), progress)
+
+
+@pytest.fixture
+def suite_boot(suite: Suite, tmp_path: Path):
+    """Boot the suite's kernel (6.1 or 6.12) with steps."""
+    return booter(suite.kb.kernel, tmp_path)
 
 
 # -- the guest side ---------------------------------------------------------------------
@@ -441,7 +464,7 @@ def run_scenario(sc: Scenario, built: Built, lab_boot) -> Phases:
 
 
 @pytest.mark.parametrize("sc", SCENARIOS, ids=[s.id for s in SCENARIOS])
-def test_patch_builds_loads_and_unloads(sc: Scenario, suite: Suite, lab_boot):
+def test_patch_builds_loads_and_unloads(sc: Scenario, suite: Suite, suite_boot):
     built = suite.kb.run(sc.id, *sc.patches)
     suite.results[sc.id] = built
     assert built.rc == 0, built.stderr[-3000:]
@@ -451,7 +474,7 @@ def test_patch_builds_loads_and_unloads(sc: Scenario, suite: Suite, lab_boot):
     for fn in sc.new:
         assert fn in built.new, built.new
     assert set(sc.diffed) <= set(built.diffed) and len(built.diffed) >= sc.min_diffed, built.diffed
-    ph = run_scenario(sc, built, lab_boot)
+    ph = run_scenario(sc, built, suite_boot)
     if sc.id != "05-new-static-data":
         assert [sc.same(o) for o in ph.after] == [sc.same(o) for o in ph.before], "old behaviour not back"
     sc.check(ph)
@@ -520,14 +543,14 @@ def _check_refusal(ref: Refusal, built: Built, scratch: Path | None) -> None:
         assert all(orig[n] == patched[n] for n in text)               # and not one instruction changed
 
 
-def test_callback_only_patch_builds_with_non_replace(suite: Suite, lab_boot):
+def test_callback_only_patch_builds_with_non_replace(suite: Suite, suite_boot):
     """The refusal of 19-callback-only has its way out: stacked (-R), it loads, runs its callback, unloads."""
     name = "19-callback-only-stacked"
     built = suite.kb.run(name, "19-refused-callback-only.patch", extra=("--non-replace",))
     suite.results[name] = built
     assert built.rc == 0 and built.ko is not None, built.stderr[-3000:]
     sys_dir = sysfs(name)
-    result = lab_boot([insmod(built.ko), wait_for(f"{sys_dir}/transition", "0"), write(f"{sys_dir}/enabled", "0"),
+    result = suite_boot([insmod(built.ko), wait_for(f"{sys_dir}/transition", "0"), write(f"{sys_dir}/enabled", "0"),
                        wait_until_gone(sys_dir), rmmod(f"livepatch-{name}")], modules=[built.ko], timeout=BOOT_TIMEOUT)
     assert result.ok, result.failures()
     assert len(lines(result.console, "pykpatch-cb: callback only")) == 1

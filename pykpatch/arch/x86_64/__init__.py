@@ -138,6 +138,8 @@ class X86Hooks(ArchHooks):
 
 ARCH = ArchInfo(
     branch_relaxation=4,
+    objtool_sections=frozenset({".static_call_sites", ".retpoline_sites", ".return_sites", ".call_sites",
+                                ".ibt_endbr_seal", ".orc_unwind", ".orc_unwind_ip", ".orc_header"}),
     name="x86_64",
     machine=EM.X86_64,
     relocs=RELOCS,
