@@ -131,6 +131,7 @@ def run_diff(
     inc.include_debug_sections(st)
     SpecialSectionFilter(st, sizes, lambda sym: _exported_by_module(lookup, sym)).run()
     inc.check_arch_code(st)
+    inc.refuse_runtime_constants(st)
     inc.verify_patchability(st)
 
     result = DiffResult(notes=st.notes)

@@ -245,6 +245,25 @@ def check_arch_code(st: DiffState) -> None:
         st.error(problem)
 
 
+def refuse_runtime_constants(st: DiffState) -> None:
+    """An included function with a boot-time constant site (``rules.is_runtime_const_section``) is refused."""
+    for sec in st.patched.obj.sections:
+        if not rules.is_runtime_const_section(sec.name) or sec.rela is None:
+            continue
+        users: dict[str, None] = {}
+        for rel in sec.rela.relocations or ():
+            sym = rel.symbol
+            if sym is None or sym.section is None:
+                continue
+            owner = sym if sym.type == STT.FUNC else st.patched.bundled.get(sym.section)
+            if owner is not None and owner.type == STT.FUNC and owner in st.include:
+                users[owner.name] = None
+        for name in users:
+            st.error(f"function {name} uses the runtime constant {sec.name}: the kernel writes its value into "
+                     "vmlinux's code at boot and never into a module's, so a copy in the patch would run with "
+                     "the placeholder")
+
+
 def verify_patchability(st: DiffState) -> None:
     """Refuse what cannot be live patched; every problem becomes one reason line.
 

@@ -208,3 +208,14 @@ def is_init_section_name(name: str) -> bool:
     """``__init`` code and data run once at boot; changing them cannot take effect live."""
     base = name[5:] if name.startswith(".rela") else name
     return base.startswith(".init.") or base.startswith(".exit.") or base in (".init.text", ".exit.text")
+
+
+def is_runtime_const_section(name: str) -> bool:
+    """``runtime_ptr_*`` / ``runtime_shift_*`` (Linux 6.12 ``runtime_const_ptr()``, x86): code sites whose
+    placeholder constant (0x0123456789abcdef) the kernel overwrites at boot, in vmlinux only.
+
+    A patch module's copy of such code would run with the placeholder: a
+    function that uses one (``__access_ok`` through ``USER_PTR_MAX``,
+    ``d_hash`` through ``dentry_hashtable``) cannot be live patched.
+    """
+    return name.startswith(("runtime_ptr_", "runtime_shift_"))
