@@ -71,10 +71,10 @@ def correlate_sections(st: DiffState) -> None:
     for sec in st.patched.obj.sections:
         candidates[section_key(sec)].append(sec)
     for a in st.orig.obj.sections:
-        if a in st.twin:
+        if a in st.section_twin:
             continue
         for b in candidates.get(section_key(a), ()):
-            if b in st.twin:
+            if b in st.section_twin:
                 continue
             if dont_correlate_section(st, a, b):
                 continue
@@ -88,7 +88,7 @@ def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
         return True
     # Section symbols pair only through their sections (correlate_section).
     if a.type == STT.SECTION:
-        return st.twin.get(a.section) is not b.section if a.section is not None else True
+        return st.section_twin.get(a.section) is not b.section if a.section is not None else True
     # __warned.N, __key.N, _rs.N: one per call site, numbers mean nothing.
     if rules.is_special_static(a, st.orig.bundled):
         return True
@@ -103,7 +103,7 @@ def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
     if st.arch.hooks.is_mapping_symbol(a):
         return True
     # A group's signature symbol follows its (identical) group.
-    if a.section is not None and isinstance(a.section, GroupSection) and st.twin.get(a.section) is not b.section:
+    if a.section is not None and isinstance(a.section, GroupSection) and st.section_twin.get(a.section) is not b.section:
         return True
     return False
 
@@ -113,10 +113,10 @@ def correlate_symbols(st: DiffState) -> None:
     for sym in st.patched.obj.symbols:
         candidates[symbol_key(sym)].append(sym)
     for a in st.orig.obj.symbols:
-        if a in st.twin:
+        if a in st.symbol_twin:
             continue
         for b in candidates.get(symbol_key(a), ()):
-            if b in st.twin:
+            if b in st.symbol_twin:
                 continue
             if dont_correlate_symbol(st, a, b):
                 continue
@@ -143,7 +143,7 @@ def _correlated_parent(st: DiffState, sym: Symbol) -> Symbol | None:
         parent = parent_map.get(sym)
         if parent is None:
             return None
-        if parent in st.twin:
+        if parent in st.symbol_twin:
             return parent
         sym = parent
 
@@ -151,7 +151,7 @@ def _correlated_parent(st: DiffState, sym: Symbol) -> Symbol | None:
 def _find_uncorrelated_reference(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbol | None:
     for rel in relsec.relocations or ():
         cand = rel.symbol
-        if cand is None or cand in st.twin:
+        if cand is None or cand in st.symbol_twin:
             continue
         if cand.type != sym.type or (sym.type == STT.OBJECT and cand.size != sym.size):
             continue
@@ -174,7 +174,7 @@ def _find_in_children(st: DiffState, parent: Symbol, sym: Symbol) -> Symbol | No
 
 
 def _static_twin(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbol | None:
-    if relsec not in st.twin:
+    if relsec not in st.section_twin:
         base = relsec.info if isinstance(relsec.info, Section) else None
         owner = st.orig.bundled.get(base) if base is not None else None
         if owner is not None:
@@ -197,7 +197,7 @@ def _static_twin(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbo
 def _relocation_twin(st: DiffState, relsec: RelocationSection) -> RelocationSection | None:
     """The twin of a relocation section, if it is one: a patched ``.rela.text.foo`` whose sh_type
     changed pairs by name (compare then reports the differing headers) but holds no references."""
-    twin = st.twin.get(relsec)
+    twin = st.section_twin.get(relsec)
     return twin if isinstance(twin, RelocationSection) else None
 
 
@@ -220,7 +220,7 @@ def _has_reference_to(st: DiffState, relsec: RelocationSection, target: Symbol) 
 def _uncorrelate_static(st: DiffState, sym: Symbol) -> None:
     st.uncorrelate(sym)
     sec = sym.section
-    if sec is not None and st.orig.bundled.get(sec) is sym and sec in st.twin:
+    if sec is not None and st.orig.bundled.get(sec) is sym and sec in st.section_twin:
         st.uncorrelate(sec)
         if sec.symbol is not None:
             st.uncorrelate(sec.symbol)
@@ -240,7 +240,7 @@ def correlate_static_locals(st: DiffState) -> None:
     for relsec in orig_relsecs:
         for rel in relsec.relocations:
             sym = rel.symbol
-            if sym is None or sym in st.twin or not rules.is_normal_static_local(sym, bundled_o):
+            if sym is None or sym in st.symbol_twin or not rules.is_normal_static_local(sym, bundled_o):
                 continue
             bundled = bundled_o.get(sym.section) is sym
             if bundled and sym.section is relsec.info:
@@ -253,7 +253,7 @@ def correlate_static_locals(st: DiffState) -> None:
             if bundled != twin_bundled:
                 st.error(f"static local {sym.name}: bundled in one object but not in the other")
                 continue
-            if not bundled and st.twin.get(sym.section) is not twin.section:
+            if not bundled and st.section_twin.get(sym.section) is not twin.section:
                 st.error(f"static local {sym.name}: sections {sym.section.name} and {twin.section.name} "
                          "are not correlated")
                 continue
@@ -268,12 +268,12 @@ def correlate_static_locals(st: DiffState) -> None:
             if sym is None or not rules.is_normal_static_local(sym, bundled_o):
                 continue
             target = relsec
-            if relsec not in st.twin:
+            if relsec not in st.section_twin:
                 owner = bundled_o.get(relsec.info)
                 parent = _correlated_parent(st, owner) if owner is not None else None
                 if parent is not None and parent.section is not None and parent.section.rela is not None:
                     target = parent.section.rela
-            twin_sym = st.twin.get(sym)
+            twin_sym = st.symbol_twin.get(sym)
             twin_sec = _relocation_twin(st, target)
             if twin_sym is None or twin_sec is None:
                 msg = f"reference to static local variable {sym.name} in {_function_name(st, target)} was removed"

@@ -117,7 +117,7 @@ def run_diff(
 
     correlate_stage.correlate(st)
     # Locals are looked up through the original's FILE symbols.
-    st.patched.file_of = {s: st.twin.get(f, f) for s, f in st.patched.file_of.items()}
+    st.patched.file_of = {s: st.symbol_twin.get(f, f) for s, f in st.patched.file_of.items()}
     inc.mark_ignored_sections(st)
     compare_stage.compare(st)
     inc.mark_ignored_same(st)
