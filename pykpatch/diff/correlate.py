@@ -15,7 +15,8 @@ from collections import defaultdict
 from pykpatch.diff import rules
 from pykpatch.diff.state import DiffState
 from pykpatch.elf.constants import STT
-from pykpatch.elf.model import GroupSection, RelocationSection, Section, Symbol
+from pykpatch.elf.describe import describe_shndx
+from pykpatch.elf.model import ElfObject, GroupSection, Relocation, RelocationSection, Section, Symbol
 
 
 def section_key(sec: Section) -> str:
@@ -103,7 +104,7 @@ def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
     if st.arch.hooks.is_mapping_symbol(a):
         return True
     # A group's signature symbol follows its (identical) group.
-    if a.section is not None and isinstance(a.section, GroupSection) and st.section_twin.get(a.section) is not b.section:
+    if isinstance(a.section, GroupSection) and st.section_twin.get(a.section) is not b.section:
         return True
     return False
 
@@ -228,48 +229,67 @@ def _uncorrelate_static(st: DiffState, sym: Symbol) -> None:
             st.uncorrelate(sec.rela)
 
 
+def _code_relocations(obj: ElfObject) -> list[tuple[RelocationSection, Section, list[Relocation]]]:
+    """(relocation section, the section it patches, its relocations) for each non-debug one that has any."""
+    found = []
+    for relsec in obj.relocation_sections():
+        if relsec.relocations and not rules.is_debug_section(relsec) and isinstance(relsec.info, Section):
+            found.append((relsec, relsec.info, relsec.relocations))
+    return found
+
+
+def _owned_section(bundled: dict[Section, Symbol], sym: Symbol) -> Section | None:
+    """The section ``sym`` owns whole (``.data.counter.12`` of a -fdata-sections static), or None."""
+    sec = sym.section
+    return sec if sec is not None and bundled.get(sec) is sym else None
+
+
+def _sections_paired(st: DiffState, a: Section | None, b: Section | None) -> bool:
+    """Are the sections of two statics twins (two statics without a section count as paired)?"""
+    return (st.section_twin.get(a) if a is not None else None) is b
+
+
 def correlate_static_locals(st: DiffState) -> None:
     """Pair ``var.N`` statics through the functions that use them (numbers drift between builds)."""
     bundled_o = st.orig.bundled
-    for sym in st.orig.obj.symbols:
-        if rules.is_normal_static_local(sym, bundled_o):
-            _uncorrelate_static(st, sym)
+    for local in st.orig.obj.symbols:
+        if rules.is_normal_static_local(local, bundled_o):
+            _uncorrelate_static(st, local)
 
-    orig_relsecs = [s for s in st.orig.obj.relocation_sections()
-                    if s.relocations and not rules.is_debug_section(s) and isinstance(s.info, Section)]
-    for relsec in orig_relsecs:
-        for rel in relsec.relocations:
+    orig_relsecs = _code_relocations(st.orig.obj)
+    for relsec, base, relocations in orig_relsecs:
+        for rel in relocations:
             sym = rel.symbol
             if sym is None or sym in st.symbol_twin or not rules.is_normal_static_local(sym, bundled_o):
                 continue
-            bundled = bundled_o.get(sym.section) is sym
-            if bundled and sym.section is relsec.info:
+            owned = _owned_section(bundled_o, sym)
+            if owned is not None and owned is base:
                 continue  # a static that references itself: use another reference
             twin = _static_twin(st, relsec, sym)
             if twin is None:
                 st.error(f"reference to static local variable {sym.name} in {_function_name(st, relsec)} was removed")
                 continue
-            twin_bundled = st.patched.bundled.get(twin.section) is twin
-            if bundled != twin_bundled:
+            twin_owned = _owned_section(st.patched.bundled, twin)
+            if (owned is None) != (twin_owned is None):
                 st.error(f"static local {sym.name}: bundled in one object but not in the other")
                 continue
-            if not bundled and st.section_twin.get(sym.section) is not twin.section:
-                st.error(f"static local {sym.name}: sections {sym.section.name} and {twin.section.name} "
+            if owned is None and not _sections_paired(st, sym.section, twin.section):
+                st.error(f"static local {sym.name}: sections {describe_shndx(sym)} and {describe_shndx(twin)} "
                          "are not correlated")
                 continue
             st.correlate(sym, twin)
-            if bundled:
-                correlate_section(st, sym.section, twin.section)
+            if owned is not None and twin_owned is not None:
+                correlate_section(st, owned, twin_owned)
 
     # Every reference in the original must still exist in the patched object.
-    for relsec in orig_relsecs:
-        for rel in relsec.relocations:
+    for relsec, base, relocations in orig_relsecs:
+        for rel in relocations:
             sym = rel.symbol
             if sym is None or not rules.is_normal_static_local(sym, bundled_o):
                 continue
             target = relsec
             if relsec not in st.section_twin:
-                owner = bundled_o.get(relsec.info)
+                owner = bundled_o.get(base)
                 parent = _correlated_parent(st, owner) if owner is not None else None
                 if parent is not None and parent.section is not None and parent.section.rela is not None:
                     target = parent.section.rela
