@@ -10,6 +10,7 @@ collects unsupported changes, and produces the result and report.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pykpatch.arch import arch_for
@@ -49,12 +50,12 @@ class DiffResult:
         }
 
 
-def struct_sizes_from_env(env: dict[str, str] | None = None) -> dict[str, int]:
-    """Special-section struct sizes from kpatch's environment variable names."""
-    env = os.environ if env is None else env
+def struct_sizes_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Special-section struct sizes from kpatch's environment variable names (``os.environ`` by default)."""
+    source = os.environ if env is None else env
     sizes: dict[str, int] = {}
     for var in STRUCT_SIZE_VARIABLES:
-        value = env.get(var)
+        value = source.get(var)
         if value:
             try:
                 sizes[var] = int(value, 0)

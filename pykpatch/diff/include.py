@@ -33,15 +33,16 @@ def mark_ignored_sections(st: DiffState) -> None:
     if marker is None or marker.rela is None:
         return
     for rel in marker.rela.relocations or ():
-        strsec = rel.symbol.section if rel.symbol is not None else None
-        if strsec is None:
+        sym = rel.symbol
+        strsec = sym.section if sym is not None else None
+        if sym is None or strsec is None:
             continue
         st.status[strsec] = Status.CHANGED
         include_section(st, strsec)
         name = st.patched.string.get(rel)
         if name is None:
             try:
-                name = strsec.string_at(rel.symbol.value + rel.addend)
+                name = strsec.string_at(sym.value + rel.addend)
             except IndexError:
                 continue
         target = secmap.get(name)
