@@ -80,10 +80,13 @@ class DiffState:
     # -- twins ----------------------------------------------------------------
     def correlate(self, a: E, b: E) -> None:
         """Make ``a`` (original) and ``b`` (patched) twins; the patched one takes the original's name."""
+        # (the pairing is written out, not a helper: this runs for every paired element)
         if isinstance(a, Section):
-            _pair(self.section_twin, a, b)
+            self.section_twin[a] = b
+            self.section_twin[b] = a
         else:
-            _pair(self.symbol_twin, a, b)
+            self.symbol_twin[a] = b
+            self.symbol_twin[b] = a
         self.status[a] = self.status[b] = Status.SAME
         if a.name != b.name:
             b.name = a.name
@@ -99,11 +102,6 @@ class DiffState:
 
     def error(self, message: str) -> None:
         self.errors.append(message)
-
-
-def _pair(twins: dict[E, E], a: E, b: E) -> None:
-    twins[a] = b
-    twins[b] = a
 
 
 def _unpair(twins: dict[E, E], a: E) -> None:
