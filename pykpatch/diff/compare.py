@@ -155,7 +155,7 @@ def line_macro_change_only(st: DiffState, sec: Section) -> bool:
     ``__might_sleep``; adding a line above changes 0x1f7 and nothing else.
     The arch finds the changed loads; each must be followed by such a call.
     """
-    twin = st.twin.get(sec)
+    twin = st.section_twin.get(sec)
     if (st.status.get(sec) != Status.CHANGED or isinstance(sec, RelocationSection) or not rules.is_text(sec)
             or twin is None or twin.size != sec.size or sec.rela is None
             or st.status.get(sec.rela) != Status.SAME):
@@ -181,7 +181,7 @@ def _needs_parent_hook(st: DiffState, sym: Symbol) -> bool:
 def compare_sections(st: DiffState) -> None:
     sections = st.patched.obj.sections
     for sec in sections:
-        twin = st.twin.get(sec)
+        twin = st.section_twin.get(sec)
         st.status[sec] = compare_section(st, twin, sec) if twin is not None else Status.NEW
     for sec in sections:
         if line_macro_change_only(st, sec):
@@ -219,8 +219,8 @@ def compare_symbol(st: DiffState, a: Symbol, b: Symbol) -> None:
         else:
             st.error(f"symbol {b.name}: type, binding or definition changed")
             return
-    if a.section is not None and b.section is not None and st.twin.get(a.section) is not b.section:
-        moved_from_ignored = b.section in st.twin and st.twin[b.section] in st.orig.ignored
+    if a.section is not None and b.section is not None and st.section_twin.get(a.section) is not b.section:
+        moved_from_ignored = b.section in st.section_twin and st.section_twin[b.section] in st.orig.ignored
         if moved_from_ignored or _subsection(a.section) != _subsection(b.section):
             st.status[b] = Status.CHANGED
         else:
@@ -233,7 +233,7 @@ def compare_symbol(st: DiffState, a: Symbol, b: Symbol) -> None:
 
 def compare_symbols(st: DiffState) -> None:
     for sym in st.patched.obj.symbols:
-        twin = st.twin.get(sym)
+        twin = st.symbol_twin.get(sym)
         if twin is None:
             st.status[sym] = Status.NEW
         else:

@@ -15,7 +15,8 @@ from collections import defaultdict
 from pykpatch.diff import rules
 from pykpatch.diff.state import DiffState
 from pykpatch.elf.constants import STT
-from pykpatch.elf.model import GroupSection, RelocationSection, Section, Symbol
+from pykpatch.elf.describe import describe_shndx
+from pykpatch.elf.model import ElfObject, GroupSection, Relocation, RelocationSection, Section, Symbol
 
 
 def section_key(sec: Section) -> str:
@@ -71,10 +72,10 @@ def correlate_sections(st: DiffState) -> None:
     for sec in st.patched.obj.sections:
         candidates[section_key(sec)].append(sec)
     for a in st.orig.obj.sections:
-        if a in st.twin:
+        if a in st.section_twin:
             continue
         for b in candidates.get(section_key(a), ()):
-            if b in st.twin:
+            if b in st.section_twin:
                 continue
             if dont_correlate_section(st, a, b):
                 continue
@@ -88,7 +89,7 @@ def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
         return True
     # Section symbols pair only through their sections (correlate_section).
     if a.type == STT.SECTION:
-        return st.twin.get(a.section) is not b.section if a.section is not None else True
+        return st.section_twin.get(a.section) is not b.section if a.section is not None else True
     # __warned.N, __key.N, _rs.N: one per call site, numbers mean nothing.
     if rules.is_special_static(a, st.orig.bundled):
         return True
@@ -103,7 +104,7 @@ def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
     if st.arch.hooks.is_mapping_symbol(a):
         return True
     # A group's signature symbol follows its (identical) group.
-    if a.section is not None and isinstance(a.section, GroupSection) and st.twin.get(a.section) is not b.section:
+    if isinstance(a.section, GroupSection) and st.section_twin.get(a.section) is not b.section:
         return True
     return False
 
@@ -113,10 +114,10 @@ def correlate_symbols(st: DiffState) -> None:
     for sym in st.patched.obj.symbols:
         candidates[symbol_key(sym)].append(sym)
     for a in st.orig.obj.symbols:
-        if a in st.twin:
+        if a in st.symbol_twin:
             continue
         for b in candidates.get(symbol_key(a), ()):
-            if b in st.twin:
+            if b in st.symbol_twin:
                 continue
             if dont_correlate_symbol(st, a, b):
                 continue
@@ -143,7 +144,7 @@ def _correlated_parent(st: DiffState, sym: Symbol) -> Symbol | None:
         parent = parent_map.get(sym)
         if parent is None:
             return None
-        if parent in st.twin:
+        if parent in st.symbol_twin:
             return parent
         sym = parent
 
@@ -151,7 +152,7 @@ def _correlated_parent(st: DiffState, sym: Symbol) -> Symbol | None:
 def _find_uncorrelated_reference(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbol | None:
     for rel in relsec.relocations or ():
         cand = rel.symbol
-        if cand is None or cand in st.twin:
+        if cand is None or cand in st.symbol_twin:
             continue
         if cand.type != sym.type or (sym.type == STT.OBJECT and cand.size != sym.size):
             continue
@@ -174,7 +175,7 @@ def _find_in_children(st: DiffState, parent: Symbol, sym: Symbol) -> Symbol | No
 
 
 def _static_twin(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbol | None:
-    if relsec not in st.twin:
+    if relsec not in st.section_twin:
         base = relsec.info if isinstance(relsec.info, Section) else None
         owner = st.orig.bundled.get(base) if base is not None else None
         if owner is not None:
@@ -197,7 +198,7 @@ def _static_twin(st: DiffState, relsec: RelocationSection, sym: Symbol) -> Symbo
 def _relocation_twin(st: DiffState, relsec: RelocationSection) -> RelocationSection | None:
     """The twin of a relocation section, if it is one: a patched ``.rela.text.foo`` whose sh_type
     changed pairs by name (compare then reports the differing headers) but holds no references."""
-    twin = st.twin.get(relsec)
+    twin = st.section_twin.get(relsec)
     return twin if isinstance(twin, RelocationSection) else None
 
 
@@ -220,7 +221,7 @@ def _has_reference_to(st: DiffState, relsec: RelocationSection, target: Symbol) 
 def _uncorrelate_static(st: DiffState, sym: Symbol) -> None:
     st.uncorrelate(sym)
     sec = sym.section
-    if sec is not None and st.orig.bundled.get(sec) is sym and sec in st.twin:
+    if sec is not None and st.orig.bundled.get(sec) is sym and sec in st.section_twin:
         st.uncorrelate(sec)
         if sec.symbol is not None:
             st.uncorrelate(sec.symbol)
@@ -228,52 +229,71 @@ def _uncorrelate_static(st: DiffState, sym: Symbol) -> None:
             st.uncorrelate(sec.rela)
 
 
+def _code_relocations(obj: ElfObject) -> list[tuple[RelocationSection, Section, list[Relocation]]]:
+    """(relocation section, the section it patches, its relocations) for each non-debug one that has any."""
+    found = []
+    for relsec in obj.relocation_sections():
+        if relsec.relocations and not rules.is_debug_section(relsec) and isinstance(relsec.info, Section):
+            found.append((relsec, relsec.info, relsec.relocations))
+    return found
+
+
+def _owned_section(bundled: dict[Section, Symbol], sym: Symbol) -> Section | None:
+    """The section ``sym`` owns whole (``.data.counter.12`` of a -fdata-sections static), or None."""
+    sec = sym.section
+    return sec if sec is not None and bundled.get(sec) is sym else None
+
+
+def _sections_paired(st: DiffState, a: Section | None, b: Section | None) -> bool:
+    """Are the sections of two statics twins (two statics without a section count as paired)?"""
+    return (st.section_twin.get(a) if a is not None else None) is b
+
+
 def correlate_static_locals(st: DiffState) -> None:
     """Pair ``var.N`` statics through the functions that use them (numbers drift between builds)."""
     bundled_o = st.orig.bundled
-    for sym in st.orig.obj.symbols:
-        if rules.is_normal_static_local(sym, bundled_o):
-            _uncorrelate_static(st, sym)
+    for local in st.orig.obj.symbols:
+        if rules.is_normal_static_local(local, bundled_o):
+            _uncorrelate_static(st, local)
 
-    orig_relsecs = [s for s in st.orig.obj.relocation_sections()
-                    if s.relocations and not rules.is_debug_section(s) and isinstance(s.info, Section)]
-    for relsec in orig_relsecs:
-        for rel in relsec.relocations:
+    orig_relsecs = _code_relocations(st.orig.obj)
+    for relsec, base, relocations in orig_relsecs:
+        for rel in relocations:
             sym = rel.symbol
-            if sym is None or sym in st.twin or not rules.is_normal_static_local(sym, bundled_o):
+            if sym is None or sym in st.symbol_twin or not rules.is_normal_static_local(sym, bundled_o):
                 continue
-            bundled = bundled_o.get(sym.section) is sym
-            if bundled and sym.section is relsec.info:
+            owned = _owned_section(bundled_o, sym)
+            if owned is not None and owned is base:
                 continue  # a static that references itself: use another reference
             twin = _static_twin(st, relsec, sym)
             if twin is None:
                 st.error(f"reference to static local variable {sym.name} in {_function_name(st, relsec)} was removed")
                 continue
-            twin_bundled = st.patched.bundled.get(twin.section) is twin
-            if bundled != twin_bundled:
+            twin_owned = _owned_section(st.patched.bundled, twin)
+            if (owned is None) != (twin_owned is None):
                 st.error(f"static local {sym.name}: bundled in one object but not in the other")
                 continue
-            if not bundled and st.twin.get(sym.section) is not twin.section:
-                st.error(f"static local {sym.name}: sections {sym.section.name} and {twin.section.name} "
+            if owned is None and not _sections_paired(st, sym.section, twin.section):
+                st.error(f"static local {sym.name}: sections {describe_shndx(sym)} and {describe_shndx(twin)} "
                          "are not correlated")
                 continue
             st.correlate(sym, twin)
-            if bundled:
-                correlate_section(st, sym.section, twin.section)
+            if owned is not None and twin_owned is not None:
+                correlate_section(st, owned, twin_owned)
 
     # Every reference in the original must still exist in the patched object.
-    for relsec in orig_relsecs:
-        for rel in relsec.relocations:
+    for relsec, base, relocations in orig_relsecs:
+        for rel in relocations:
             sym = rel.symbol
             if sym is None or not rules.is_normal_static_local(sym, bundled_o):
                 continue
             target = relsec
-            if relsec not in st.twin:
-                owner = bundled_o.get(relsec.info)
+            if relsec not in st.section_twin:
+                owner = bundled_o.get(base)
                 parent = _correlated_parent(st, owner) if owner is not None else None
                 if parent is not None and parent.section is not None and parent.section.rela is not None:
                     target = parent.section.rela
-            twin_sym = st.twin.get(sym)
+            twin_sym = st.symbol_twin.get(sym)
             twin_sec = _relocation_twin(st, target)
             if twin_sym is None or twin_sec is None:
                 msg = f"reference to static local variable {sym.name} in {_function_name(st, target)} was removed"

@@ -10,6 +10,7 @@ collects unsupported changes, and produces the result and report.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pykpatch.arch import arch_for
@@ -49,12 +50,12 @@ class DiffResult:
         }
 
 
-def struct_sizes_from_env(env: dict[str, str] | None = None) -> dict[str, int]:
-    """Special-section struct sizes from kpatch's environment variable names."""
-    env = os.environ if env is None else env
+def struct_sizes_from_env(env: Mapping[str, str] | None = None) -> dict[str, int]:
+    """Special-section struct sizes from kpatch's environment variable names (``os.environ`` by default)."""
+    source = os.environ if env is None else env
     sizes: dict[str, int] = {}
     for var in STRUCT_SIZE_VARIABLES:
-        value = env.get(var)
+        value = source.get(var)
         if value:
             try:
                 sizes[var] = int(value, 0)
@@ -117,7 +118,7 @@ def run_diff(
 
     correlate_stage.correlate(st)
     # Locals are looked up through the original's FILE symbols.
-    st.patched.file_of = {s: st.twin.get(f, f) for s, f in st.patched.file_of.items()}
+    st.patched.file_of = {s: st.symbol_twin.get(f, f) for s, f in st.patched.file_of.items()}
     inc.mark_ignored_sections(st)
     compare_stage.compare(st)
     inc.mark_ignored_same(st)

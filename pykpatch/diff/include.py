@@ -33,15 +33,16 @@ def mark_ignored_sections(st: DiffState) -> None:
     if marker is None or marker.rela is None:
         return
     for rel in marker.rela.relocations or ():
-        strsec = rel.symbol.section if rel.symbol is not None else None
-        if strsec is None:
+        sym = rel.symbol
+        strsec = sym.section if sym is not None else None
+        if sym is None or strsec is None:
             continue
         st.status[strsec] = Status.CHANGED
         include_section(st, strsec)
         name = st.patched.string.get(rel)
         if name is None:
             try:
-                name = strsec.string_at(rel.symbol.value + rel.addend)
+                name = strsec.string_at(sym.value + rel.addend)
             except IndexError:
                 continue
         target = secmap.get(name)
@@ -51,7 +52,7 @@ def mark_ignored_sections(st: DiffState) -> None:
         if isinstance(target, RelocationSection) and isinstance(target.info, Section):
             target = target.info
         st.patched.ignored.add(target)
-        twin = st.twin.get(target)
+        twin = st.section_twin.get(target)
         if twin is not None:
             st.orig.ignored.add(twin)
 
@@ -108,7 +109,7 @@ def check_ftrace_hooks(st: DiffState) -> None:
         parent = st.patched.parent.get(sym)
         if parent is not None and st.status.get(parent) == Status.CHANGED:
             continue
-        twin = st.twin.get(sym)
+        twin = st.symbol_twin.get(sym)
         if twin is None or twin not in st.orig.has_hook:
             hint = f" ({SYSCALL_HINT})" if rules.is_syscall_body(sym.name) else ""
             st.error(f"function {sym.name} has no ftrace hook ({st.arch.ftrace_hook} call) in the original object: "
@@ -319,7 +320,7 @@ def _changed_functions_in(st: DiffState, sec: Section) -> list[str]:
     names = []
     for sym in st.patched.obj.symbols:
         if sym.section is sec and sym.type == STT.FUNC:
-            twin = st.twin.get(sym)
+            twin = st.symbol_twin.get(sym)
             if twin is None or function_changed(st, twin, sym):
                 names.append(sym.name)
     return names

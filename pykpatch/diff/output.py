@@ -196,15 +196,15 @@ def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation, base: Sectio
 def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
     out = migrate_included(st)
     plan = OutputPlan(out, parent)
-    for sym in out.symbols:
-        if sym.type != STT.FUNC or st.status.get(sym) != Status.CHANGED or sym in st.patched.parent:
+    for func in out.symbols:
+        if func.type != STT.FUNC or st.status.get(func) != Status.CHANGED or func in st.patched.parent:
             continue
-        found = lookup.lookup(sym, st.patched.file_of.get(sym))
-        if found is None or (sym.bind == STB.LOCAL and found.is_global):
-            raise LookupError_(f"{st.name}: can't find function {sym.name} in the {lookup.objname} symbol table")
-        plan.funcs.append(PatchedFunc(sym.name, parent, found.sympos, sym))
+        found = lookup.lookup(func, st.patched.file_of.get(func))
+        if found is None or (func.bind == STB.LOCAL and found.is_global):
+            raise LookupError_(f"{st.name}: can't find function {func.name} in the {lookup.objname} symbol table")
+        plan.funcs.append(PatchedFunc(func.name, parent, found.sympos, func))
         # Replacement functions must not be linked to by other objects of the module.
-        sym.bind = STB.LOCAL
+        func.bind = STB.LOCAL
 
     used_normally: set[Symbol] = set()
     converted: set[Symbol] = set()
@@ -217,19 +217,20 @@ def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
         special = base.name in special_names
         kept = []
         for rel in relsec.relocations or ():
+            sym = rel.symbol
             found = needs_klp(st, lookup, rel, base, through_table)
-            if found is None:
+            if found is None or sym is None:  # (needs_klp finds nothing for a relocation without a symbol)
                 kept.append(rel)
-                if rel.symbol is not None:
-                    used_normally.add(rel.symbol)
+                if sym is not None:
+                    used_normally.add(sym)
                 continue
             if special and parent != "vmlinux":
-                st.error(f"reference to {rel.symbol.name} from special section {base.name} of module {parent} "
+                st.error(f"reference to {sym.name} from special section {base.name} of module {parent} "
                          "cannot be resolved by livepatch")
-            plan.klp_relocs.append(KlpReloc(base, rel.offset, rel.type, rel.addend, rel.symbol.name,
+            plan.klp_relocs.append(KlpReloc(base, rel.offset, rel.type, rel.addend, sym.name,
                                             found.objname, found.sympos, found.exported and found.objname != "vmlinux",
-                                            rel.symbol.type, rel.symbol.bind))
-            converted.add(rel.symbol)
+                                            sym.type, sym.bind))
+            converted.add(sym)
         relsec.relocations = kept
     # Symbols only reached through livepatch relocations leave the symbol table.
     out.symbols = [s for s in out.symbols if not (s in converted and s not in used_normally and s.section is None)]
@@ -261,25 +262,25 @@ def emit_metadata(st: DiffState, plan: OutputPlan) -> None:
     strsym = _section_symbol(out, strsec)
 
     funcs = out.add_section(Section(FUNCS_SECTION, SHT.PROGBITS, SHF.ALLOC, b"", align=8, entsize=FUNC_RECORD))
-    frel = out.ensure_relocation_section(funcs)
+    frel = out.ensure_relocation_section(funcs).decoded_relocations()
     fdata = bytearray()
     for i, f in enumerate(plan.funcs):
         base = i * FUNC_RECORD
         fdata += FuncRecord(f.sympos).encode(endian)
-        frel.relocations.append(Relocation(base + FUNC_NEW, abs64, f.symbol, 0))
-        frel.relocations.append(Relocation(base + FUNC_NAME, abs64, strsym, strings.add(f.name)))
-        frel.relocations.append(Relocation(base + FUNC_OBJNAME, abs64, strsym, strings.add(f.objname)))
+        frel.append(Relocation(base + FUNC_NEW, abs64, f.symbol, 0))
+        frel.append(Relocation(base + FUNC_NAME, abs64, strsym, strings.add(f.name)))
+        frel.append(Relocation(base + FUNC_OBJNAME, abs64, strsym, strings.add(f.objname)))
     funcs.data = bytes(fdata)
 
     relocs = out.add_section(Section(RELOCS_SECTION, SHT.PROGBITS, 0, b"", align=8, entsize=RELOC_RECORD))
-    rrel = out.ensure_relocation_section(relocs)
+    rrel = out.ensure_relocation_section(relocs).decoded_relocations()
     rdata = bytearray()
     for i, k in enumerate(plan.klp_relocs):
         base = i * RELOC_RECORD
         rdata += k.record.encode(endian)
-        rrel.relocations.append(Relocation(base + RELOC_DEST, abs64, _section_symbol(out, k.section), k.offset))
-        rrel.relocations.append(Relocation(base + RELOC_NAME, abs64, strsym, strings.add(k.name)))
-        rrel.relocations.append(Relocation(base + RELOC_OBJNAME, abs64, strsym, strings.add(k.objname)))
+        rrel.append(Relocation(base + RELOC_DEST, abs64, _section_symbol(out, k.section), k.offset))
+        rrel.append(Relocation(base + RELOC_NAME, abs64, strsym, strings.add(k.name)))
+        rrel.append(Relocation(base + RELOC_OBJNAME, abs64, strsym, strings.add(k.objname)))
     relocs.data = bytes(rdata)
     emit_callback_objnames(st, out, strsym, strings, plan.parent, abs64)
     strsec.data = bytes(strings.data)
@@ -291,11 +292,11 @@ def emit_callback_objnames(st: DiffState, out: ElfObject, strsym: Symbol, string
     for sec in out.sections:
         if not sec.name.startswith(CALLBACK_PREFIX) or isinstance(sec, RelocationSection):
             continue
-        rel = out.ensure_relocation_section(sec)
-        taken = {r.offset for r in rel.relocations or ()}
+        rels = out.ensure_relocation_section(sec).decoded_relocations()
+        taken = {r.offset for r in rels}
         for base in range(0, sec.size, CALLBACK_RECORD):
             if base + CALLBACK_OBJNAME not in taken:
-                rel.relocations.append(Relocation(base + CALLBACK_OBJNAME, abs64, strsym, strings.add(parent)))
+                rels.append(Relocation(base + CALLBACK_OBJNAME, abs64, strsym, strings.add(parent)))
 
 
 def _refuse_references_into(st: DiffState, out: ElfObject, doomed: list[Section]) -> None:
@@ -345,9 +346,9 @@ def emit_mcount(st: DiffState, plan: OutputPlan) -> None:
         _emit_patchable_entries(out, entries, abs64)
         return
     sec = out.add_section(Section("__mcount_loc", SHT.PROGBITS, SHF.ALLOC, bytes(8 * len(entries)), align=8, entsize=8))
-    rel = out.ensure_relocation_section(sec)
+    rels = out.ensure_relocation_section(sec).decoded_relocations()
     for i, (sym, site) in enumerate(entries):
-        rel.relocations.append(Relocation(i * 8, abs64, sym, site - sym.value))
+        rels.append(Relocation(i * 8, abs64, sym, site - sym.value))
 
 
 def _emit_patchable_entries(out: ElfObject, entries: list[tuple[Symbol, int]], abs64: int) -> None:
@@ -357,7 +358,7 @@ def _emit_patchable_entries(out: ElfObject, entries: list[tuple[Symbol, int]], a
         assert text is not None
         sec = out.add_section(Section(PATCHABLE_ENTRIES, SHT.PROGBITS, SHF.WRITE | SHF.ALLOC | SHF.LINK_ORDER,
                                       bytes(8), align=8, entsize=0, link=text))
-        out.ensure_relocation_section(sec).relocations.append(
+        out.ensure_relocation_section(sec).decoded_relocations().append(
             Relocation(0, abs64, _section_symbol(out, text), site))
 
 

@@ -235,7 +235,7 @@ class SpecialSectionFilter:
             st.error(".orc_unwind and .orc_unwind_ip sizes do not match ORC_STRUCT_SIZE")
             return
         new_data = bytearray()
-        new_relocs = []
+        new_relocs: list[Relocation] = []
         for rel in sorted(ip.rela.relocations, key=lambda r: r.offset):
             src_idx = rel.offset // ORC_IP_SIZE
             sym = rel.symbol

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import TypeVar
 
 from pykpatch.arch import ArchInfo, Role
 from pykpatch.elf.model import ElfObject, Relocation, Section, Symbol
@@ -47,6 +48,12 @@ class ObjectFacts:
     prefix_of: dict[Section, list[Symbol]] = field(default_factory=dict)
 
 
+# What the pipeline pairs, judges and includes: a section (of any kind) or a symbol.
+Element = Section | Symbol
+# One kind of element: twins are always of the same kind (a section's twin is a section).
+E = TypeVar("E", Section, Symbol)
+
+
 @dataclass
 class DiffState:
     """Everything the pipeline stages share."""
@@ -55,9 +62,12 @@ class DiffState:
     patched: ObjectFacts
     arch: ArchInfo
     name: str  # object name used in messages (basename of the original)
-    twin: dict[object, object] = field(default_factory=dict)
-    status: dict[object, Status] = field(default_factory=dict)
-    include: set[object] = field(default_factory=set)
+    # Twins, both ways (original -> patched and patched -> original), one map per kind of element
+    # so that a look-up says what it returns.
+    section_twin: dict[Section, Section] = field(default_factory=dict)
+    symbol_twin: dict[Symbol, Symbol] = field(default_factory=dict)
+    status: dict[Element, Status] = field(default_factory=dict)
+    include: set[Element] = field(default_factory=set)
     # Unsupported changes found so far: one line each, naming section/function.
     errors: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -68,21 +78,33 @@ class DiffState:
         self.indirect_types = self.arch.types(Role.INDIRECT)
 
     # -- twins ----------------------------------------------------------------
-    def correlate(self, a, b) -> None:
+    def correlate(self, a: E, b: E) -> None:
         """Make ``a`` (original) and ``b`` (patched) twins; the patched one takes the original's name."""
-        self.twin[a] = b
-        self.twin[b] = a
+        # (the pairing is written out, not a helper: this runs for every paired element)
+        if isinstance(a, Section):
+            self.section_twin[a] = b
+            self.section_twin[b] = a
+        else:
+            self.symbol_twin[a] = b
+            self.symbol_twin[b] = a
         self.status[a] = self.status[b] = Status.SAME
         if a.name != b.name:
             b.name = a.name
 
-    def uncorrelate(self, a) -> None:
-        b = self.twin.pop(a, None)
-        if b is not None:
-            self.twin.pop(b, None)
+    def uncorrelate(self, a: E) -> None:
+        if isinstance(a, Section):
+            _unpair(self.section_twin, a)
+        else:
+            _unpair(self.symbol_twin, a)
 
-    def status_of(self, elem) -> Status:
+    def status_of(self, elem: Element) -> Status:
         return self.status.get(elem, Status.SAME)
 
     def error(self, message: str) -> None:
         self.errors.append(message)
+
+
+def _unpair(twins: dict[E, E], a: E) -> None:
+    b = twins.pop(a, None)
+    if b is not None:
+        twins.pop(b, None)

@@ -34,12 +34,14 @@ def describe_flags(flags: int) -> str:
     return "".join(letter for bit, letter in _FLAG_LETTERS if flags & bit) or "-"
 
 
+# Names of the special st_shndx values (keyed by int: a symbol's shndx is a plain int).
+_SPECIAL_SHNDX: dict[int, str] = {SHN.UNDEF: "UND", SHN.ABS: "ABS", SHN.COMMON: "COM", SHN.LIVEPATCH: "LIVEPATCH"}
+
+
 def describe_shndx(sym: Symbol) -> str:
     if sym.section is not None:
         return sym.section.name
-    return {SHN.UNDEF: "UND", SHN.ABS: "ABS", SHN.COMMON: "COM", SHN.LIVEPATCH: "LIVEPATCH"}.get(
-        sym.shndx, f"{sym.shndx:#x}"
-    )
+    return _SPECIAL_SHNDX.get(sym.shndx, f"{sym.shndx:#x}")
 
 
 def describe_header(obj: ElfObject) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 
 from pykpatch.elf.constants import EM, ET, SHF, SHN, SHT, STB, STT, STV, ElfClass, ElfData
 from pykpatch.elf.structs import ElfLayout, layout_for
+from pykpatch.errors import ElfWriteError
 
 
 class Section:
@@ -156,9 +157,24 @@ class RelocationSection(Section):
         self.info = target if target is not None else 0
         self.relocations: list[Relocation] | None = []
 
+    def decoded_relocations(self) -> list[Relocation]:
+        """``relocations``, for code that must have them (to add entries, say).
+
+        Only a section of an object read with ``relocations=False`` has none:
+        code editing such an object is a bug, reported as a model that cannot
+        be written rather than as a crash on ``None``.
+        """
+        if self.relocations is None:
+            raise ElfWriteError(f"{self.name}: its relocations were not decoded (read with relocations=False), "
+                                "so none can be added or changed")
+        return self.relocations
+
     @property
     def target(self) -> Section:
-        return self.info  # type: ignore[return-value]
+        """The section these relocations patch, for callers that know there is one (every relocation
+        section of a relocatable object; only an executable's dynamic relocations have sh_info 0).
+        Not checked here: the diff reads it per relocation."""
+        return self.info  # type: ignore[return-value]  # an int only for sh_info 0 (see above)
 
     @target.setter
     def target(self, section: Section) -> None:

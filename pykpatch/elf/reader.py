@@ -49,7 +49,7 @@ _SECTION_CLASS = {
 
 
 # Section types whose bytes a relocation cannot patch: none at all, or tables the writer rebuilds.
-_NO_RELOCATABLE_BYTES = {
+_NO_RELOCATABLE_BYTES: dict[int, str] = {
     SHT.NULL: "the null section", SHT.NOBITS: "an SHT_NOBITS section", SHT.REL: "a relocation section",
     SHT.RELA: "a relocation section", SHT.SYMTAB: "the symbol table", SHT.DYNSYM: "a symbol table",
     SHT.STRTAB: "a string table", SHT.GROUP: "a section group", SHT.SYMTAB_SHNDX: "an SHT_SYMTAB_SHNDX section",
@@ -271,8 +271,8 @@ class _Parser:
         if not tables:
             return None, []
         if len(tables) > 1:  # gABI: "an object file may have only one section of each type"
-            names = " and ".join(repr(sections[i].name) for i in tables[:2])
-            raise self.fail(f"more than one symbol table ({names})")
+            both = " and ".join(repr(sections[i].name) for i in tables[:2])
+            raise self.fail(f"more than one symbol table ({both})")
         symtab_idx = tables[0]
         symtab = sections[symtab_idx]
         assert isinstance(symtab, SymbolTableSection)
@@ -351,8 +351,8 @@ class _Parser:
             words = [w[0] for w in word.iter_unpack(data)]
             sec.group_flags = words[0]
             sec.members = [self.group_member(sec, w, sections) for w in words[1:]]
-            if sec.info:
-                sec.signature = self.symbol_ref(obj, int(sec.info), f"group {sec.name!r} signature")
+            if raws[idx].info:  # sh_info: the signature's symbol index (link_sections kept it as is)
+                sec.signature = self.symbol_ref(obj, raws[idx].info, f"group {sec.name!r} signature")
             sec.info = 0
 
     def group_member(self, group: GroupSection, index: int, sections: list[Section]) -> Section:
@@ -388,7 +388,7 @@ class _Parser:
             # r_offset is an offset into the target in a relocatable object (an address otherwise).
             target = sec.info if isinstance(sec.info, Section) and self.e_type == ET.REL else None
             fits = target.size - widest if target is not None else 1 << 64
-            relocs = []
+            relocs: list[Relocation] = []
             append = relocs.append
             # r_info split inlined (see ElfLayout.r_sym_type): this loop is the reader's hottest
             shift, mask = (32, 0xFFFFFFFF) if layout.is64 else (8, 0xFF)

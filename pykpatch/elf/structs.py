@@ -86,7 +86,7 @@ class ElfLayout:
     def unpack_sym(self, raw: tuple) -> tuple[int, int, int, int, int, int]:
         """Normalize an unpacked symbol to (name, info, other, shndx, value, size)."""
         if self.is64:
-            return raw  # type: ignore[return-value]
+            return raw
         name, value, size, info, other, shndx = raw
         return name, info, other, shndx, value, size
 

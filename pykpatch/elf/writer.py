@@ -16,6 +16,7 @@ from pykpatch.elf.constants import ELF_MAGIC, SHN, SHT, STB, st_info
 from pykpatch.elf.model import (
     ElfObject,
     GroupSection,
+    Relocation,
     RelocationSection,
     Section,
     StringTableSection,
@@ -149,7 +150,7 @@ class _Writer:
 
         for sec in sections:
             if isinstance(sec, RelocationSection) and sec.relocations is not None:
-                contents[id(sec)] = self.relocation_bytes(sec)
+                contents[id(sec)] = self.relocation_bytes(sec, sec.relocations)
             elif isinstance(sec, GroupSection):
                 idx = [self.check_section(m, f"group {sec.name!r}") for m in sec.members]
                 contents[id(sec)] = struct.pack(f"{self.fmt}{len(idx) + 1}I", sec.group_flags, *idx)
@@ -176,7 +177,8 @@ class _Writer:
             out.append(pack(names.add(sym.name), st_info(sym.bind, sym.type), sym.other, shndx, sym.value, sym.size))
         return b"".join(out), xindex
 
-    def relocation_bytes(self, sec: RelocationSection) -> bytes:
+    def relocation_bytes(self, sec: RelocationSection, relocations: list[Relocation]) -> bytes:
+        """The entries of ``sec`` (its decoded ``relocations``, passed apart from it) as the file stores them."""
         layout = self.layout
         ids = self.symbol_ids
         # r_info packing inlined (see ElfLayout.r_info): this loop is the writer's hottest
@@ -184,7 +186,7 @@ class _Writer:
         rela = sec.type == SHT.RELA
         flat: list[int] = []
         extend = flat.extend
-        for r in sec.relocations:
+        for r in relocations:
             sym = r.symbol
             if sym is None:
                 index = 0
@@ -195,9 +197,9 @@ class _Writer:
             info = (index << shift) | (r.type & mask)
             extend((r.offset, info, r.addend) if rela else (r.offset, info))
         record = (layout.rela if rela else layout.rel).format[1:]
-        return struct.pack(f"{self.fmt}{record * len(sec.relocations)}", *flat)
+        return struct.pack(f"{self.fmt}{record * len(relocations)}", *flat)
 
-    def reloc_symbol_index(self, sec: RelocationSection, rel, ids) -> int:
+    def reloc_symbol_index(self, sec: RelocationSection, rel: Relocation, ids: set[int]) -> int:
         sym = rel.symbol
         if sym is None:
             return 0

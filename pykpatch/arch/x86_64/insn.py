@@ -99,6 +99,19 @@ class _InsnBuilder:
     ``__init__`` (one ``object.__setattr__`` call per field) cost ~4x more and
     dominated decoding time."""
 
+    # The fields of ``Insn`` again, for the type checker (annotations only: the slots hold them);
+    # mypy flags a field of ``Insn`` that ``_decode`` sets and this list lacks.
+    offset: int
+    length: int
+    opcode: int
+    prefixes: bytes
+    rex: int
+    modrm: int | None
+    imm_offset: int | None
+    imm_size: int
+    disp_offset: int | None
+    disp_size: int
+
     __slots__ = Insn.__slots__
 
 
@@ -340,8 +353,10 @@ def _decode(code, off: int, limit: int) -> Insn:
     ins.imm_size = n
     ins.disp_offset = disp_off
     ins.disp_size = disp_size
-    ins.__class__ = Insn
-    return ins
+    done: object = ins  # as an ``object``, its class may be set to any class (with the same slots)
+    done.__class__ = Insn
+    # The relabelled builder is an Insn; typing.cast would say so at the cost of a call per instruction.
+    return done  # type: ignore[return-value]
 
 
 def _as_bytes(code) -> bytes:
