@@ -222,3 +222,21 @@ def test_sympos_of_a_static_with_a_twin_in_another_file(cc, tmp_path):
     subprocess.run(["ld", "-r", "-o", str(parent), str(first), str(ours)], check=True)
     result, _ = diff(cc, tmp_path, src, patched, symtab=parent)
     assert {"name": "helper", "objname": "vmlinux", "sympos": 2} in result.klp_symbols
+
+
+RUNTIME_CONST = """
+    int __attribute__((noinline)) api(int x)
+    {
+        unsigned long v;
+        asm("1: movabs $0x0123456789abcdef, %0\\n"
+            ".pushsection runtime_ptr_demo_value,\\"a\\"\\n.long 1b - 8 - .\\n.popsection" : "=r"(v));
+        return x + (int)v + OFFSET;
+    }
+"""
+
+
+def test_function_with_a_runtime_constant_is_refused(cc, tmp_path):
+    """6.12's runtime_const_ptr(): the kernel patches the placeholder into vmlinux's code at boot, never a module's."""
+    with pytest.raises(UnsupportedChangeError) as err:
+        diff(cc, tmp_path, RUNTIME_CONST.replace("OFFSET", "1"), RUNTIME_CONST.replace("OFFSET", "2"))
+    assert any("function api uses the runtime constant runtime_ptr_demo_value" in r for r in err.value.reasons)
