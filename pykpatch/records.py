@@ -49,6 +49,12 @@ KLP_RELA_PREFIX = ".klp.rela."
 KLP_SYM_PREFIX = ".klp.sym."
 CALLBACK_PREFIX = ".kpatch.callbacks."
 FLAG_EXTERNAL = 1
+# Until the klp conversion, a livepatch relocation's place keeps an ordinary relocation against this
+# function of the glue: objtool, which kbuild runs on the whole module when the kernel delays it
+# (IBT, clang LTO), must see every call's target, or it stops with "unannotated intra-function call"
+# and writes none of the module's .return_sites (Linux 6.12 then WARNs at load).  The conversion
+# removes these relocations (the module loader must never apply them).
+KLP_PLACEHOLDER = "__pykpatch_klp_placeholder"
 
 # Field offsets that hold relocations (the rest are plain values).
 FUNC_NEW, FUNC_NAME, FUNC_OBJNAME, FUNC_SYMPOS = 0, 8, 16, 24

@@ -14,6 +14,18 @@
 #include <linux/string.h>
 #include <linux/livepatch.h>
 
+/*
+ * What a livepatch relocation's place points at until pykpatch's klp
+ * conversion removes that relocation (see pykpatch/records.py): a real
+ * function, so that objtool, run on the whole module when the kernel delays
+ * it (IBT), sees a call to a function and not into the middle of one.
+ * Never called.
+ */
+void __pykpatch_klp_placeholder(void);
+void __pykpatch_klp_placeholder(void)
+{
+}
+
 #ifndef PYKPATCH_REPLACE
 #define PYKPATCH_REPLACE 1
 #endif

@@ -46,6 +46,7 @@ from pykpatch.records import (
     FUNC_OBJNAME,
     FUNC_RECORD,
     FUNCS_SECTION,
+    KLP_PLACEHOLDER,
     OUR_SECTIONS,
     RELOC_DEST,
     RELOC_NAME,
@@ -208,6 +209,7 @@ def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
 
     used_normally: set[Symbol] = set()
     converted: set[Symbol] = set()
+    placeholder = Symbol(KLP_PLACEHOLDER, STB.GLOBAL, STT.NOTYPE, None)
     special_names = st.arch.special_section_names
     through_table = function_pointer_entries(st, out)
     for relsec in list(out.relocation_sections()):
@@ -231,9 +233,12 @@ def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
                                             found.objname, found.sympos, found.exported and found.objname != "vmlinux",
                                             sym.type, sym.bind))
             converted.add(sym)
+            kept.append(Relocation(rel.offset, rel.type, placeholder, rel.addend))
         relsec.relocations = kept
     # Symbols only reached through livepatch relocations leave the symbol table.
     out.symbols = [s for s in out.symbols if not (s in converted and s not in used_normally and s.section is None)]
+    if plan.klp_relocs:
+        out.symbols.append(placeholder)
     return plan
 
 

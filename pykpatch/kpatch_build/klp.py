@@ -18,6 +18,7 @@ from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Symbol
 from pykpatch.errors import KlpConversionError
 from pykpatch.records import (
     KLP_RELA_PREFIX,
+    KLP_PLACEHOLDER,
     KLP_SYM_PREFIX,
     RELOC_DEST,
     RELOC_NAME,
@@ -74,9 +75,24 @@ def read_klp_relocations(obj: ElfObject) -> list[KlpReloc]:
     return out
 
 
+def drop_placeholders(obj: ElfObject, expected: int) -> None:
+    """Remove the placeholder relocations (``records.KLP_PLACEHOLDER``): one per livepatch relocation."""
+    dropped = 0
+    for relsec in obj.relocation_sections():
+        if relsec.relocations is None:
+            continue
+        kept = [r for r in relsec.relocations if r.symbol is None or r.symbol.name != KLP_PLACEHOLDER]
+        dropped += len(relsec.relocations) - len(kept)
+        relsec.relocations = kept
+    if dropped != expected:
+        raise KlpConversionError(f"{obj.path}: {dropped} placeholder relocation(s) for {expected} livepatch "
+                                 "relocation(s)")
+
+
 def convert_to_klp(obj: ElfObject) -> int:
     """Rewrite ``obj`` (a linked livepatch module) in place; return the number of klp relocations."""
     relocs = read_klp_relocations(obj)
+    drop_placeholders(obj, len(relocs))
     symbols: dict[str, Symbol] = {}
     sections: dict[str, RelocationSection] = {}
     for k in relocs:
