@@ -17,8 +17,8 @@ from pykpatch.elf.constants import SHF, SHN, STB, STT
 from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Symbol
 from pykpatch.errors import KlpConversionError
 from pykpatch.records import (
-    KLP_RELA_PREFIX,
     KLP_PLACEHOLDER,
+    KLP_RELA_PREFIX,
     KLP_SYM_PREFIX,
     RELOC_DEST,
     RELOC_NAME,
