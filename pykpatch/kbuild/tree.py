@@ -50,11 +50,20 @@ class KernelTree:
 
     def make(self, *targets: str, kcflags: str | None = KPATCH_CFLAGS, progress: Progress | None = None,
              what: str = "build", on_start: Callable[[int], None] | None = None, capture: bool = False,
-             expected: int | None = None) -> MakeRun:
-        """make in the tree (never O=) with the tree's variables and ``KCFLAGS`` (None: none); output to the log."""
+             expected: int | None = None, object_flags: str | None = None) -> MakeRun:
+        """make in the tree (never O=) with the tree's variables and ``KCFLAGS`` (None: none); output to the log.
+
+        ``object_flags``: the flags go to the objects asked for only, as kbuild's
+        per-object ``CFLAGS_NAME.o`` (scripts/Makefile.lib), instead of
+        KCFLAGS: KCFLAGS also reaches the prepare stage (asm-offsets, bounds,
+        modpost), which kbuild then rebuilds for every run -- 9 of the 12
+        seconds of a one-file patch on a plainly built tree.
+        """
         variables = dict(self.variables)
         if kcflags is not None:
             variables["KCFLAGS"] = kcflags
+        if object_flags is not None:
+            variables.update(per_object_flags(targets, object_flags))
         return run_make(self.path, targets, log=self.log, what=what, jobs=self.jobs, variables=variables,
                         extra_env=patch_author_env(), progress=progress, on_start=on_start, capture=capture,
                         expected=expected)
@@ -70,6 +79,11 @@ class KernelTree:
             if p.exists():
                 parts.append(hashlib.sha256(p.read_bytes()[:65536]).hexdigest()[:16])
         return "-".join(parts)
+
+
+def per_object_flags(targets: tuple[str, ...] | list[str], flags: str) -> dict[str, str]:
+    """``CFLAGS_stem.o=FLAGS`` for each object target (kbuild looks them up by the object's file name)."""
+    return {f"CFLAGS_{Path(t).name}": flags for t in targets if t.endswith(".o")}
 
 
 # What make may rewrite besides the objects it is asked for, when the C flags

@@ -112,6 +112,9 @@ class BuildContext:
     tree: KernelTree
     scratch: Path
     tables: dict[Path, KernelSymbolTable] = field(default_factory=dict)
+    # The tree was built whole with kpatch's flags (a cached --full-build): compiles keep KCFLAGS so
+    # their commands match; elsewhere the flags go per object (kbuild.tree.KernelTree.make).
+    kcflags_tree: bool = False
 
     @property
     def log(self) -> Path:

@@ -30,7 +30,7 @@ from pykpatch.elf.constants import SHN
 from pykpatch.elf.reader import read_elf
 from pykpatch.errors import ElfFormatError, TreeError, UnsupportedChangeError
 from pykpatch.kbuild.objects import object_files
-from pykpatch.kbuild.tree import build_state_dirs, build_state_files
+from pykpatch.kbuild.tree import KPATCH_CFLAGS, build_state_dirs, build_state_files
 from pykpatch.kpatch_build.check import PatchPlan
 from pykpatch.kpatch_build.context import BuildContext
 from pykpatch.kpatch_build.journal import TreeJournal
@@ -90,9 +90,11 @@ def patched_build(ctx: BuildContext, plan: PatchPlan, objects: list[str]) -> lis
 
 
 def _make(ctx: BuildContext, journal: TreeJournal, objects: list[str], what: str) -> None:
+    """Compile the objects with kpatch's flags: KCFLAGS in a tree built with them, per object elsewhere."""
+    flags = {"kcflags": KPATCH_CFLAGS} if ctx.kcflags_tree else {"kcflags": None, "object_flags": KPATCH_CFLAGS}
     try:
         ctx.tree.make(*objects, progress=ctx.progress, what=what, expected=len(objects),
-                      on_start=lambda pgid: journal.running(pgid, what))
+                      on_start=lambda pgid: journal.running(pgid, what), **flags)
     finally:
         journal.running(None)
 

@@ -202,6 +202,7 @@ def _run(opts: BuildOptions, route: Route, progress: Progress, workspace: TreeWo
         signing = resolve_signing(opts.signing, route.srcdir, config, workspace.root)
         plan = check.plan_patches(ctx, patches)
         ground = _orig(ctx, route, target)
+        ctx.kcflags_tree = ground.mode in ("cached", "built")
         sizes = cached_struct_sizes(route.srcdir, workspace.struct_sizes, ground.key, ctx.scratch / "probe",
                                     workspace.log, ctx.tree.variables)
         reached = _reach(ctx, route, ground, plan.files)

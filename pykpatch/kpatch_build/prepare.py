@@ -35,6 +35,7 @@ from pykpatch.safeio import atomic_copy, atomic_write_text
 
 Progress = Callable[[str], None]
 PREPARE_TARGETS = ("modules_prepare",)
+PREPARE_FORMAT = 2  # 2: prepared with plain flags (kpatch's go per object)
 _NEW_SYMBOL = re.compile(r"^(CONFIG_[A-Za-z0-9_]+)=", re.MULTILINE)
 SHOWN = 6
 
@@ -156,7 +157,9 @@ def configure(tree: KernelTree, inputs: TreeInputs, progress: Progress) -> str:
 def prepare(tree: KernelTree, stamp: Path, key: str, progress: Progress) -> str:
     """``make modules_prepare`` once per key; returns "prepared" or "prepared (cached)"."""
     try:
-        if json.loads(stamp.read_text()).get("key") == key and (tree.path / "scripts/mod/modpost").is_file():
+        data = json.loads(stamp.read_text())
+        if (data.get("key") == key and data.get("format") == PREPARE_FORMAT
+                and (tree.path / "scripts/mod/modpost").is_file()):
             progress("original build: the tree is prepared (cached); originals are compiled on demand")
             return "prepared (cached)"
     except (OSError, ValueError, AttributeError):
@@ -164,9 +167,10 @@ def prepare(tree: KernelTree, stamp: Path, key: str, progress: Progress) -> str:
     stamp.unlink(missing_ok=True)
     started = time.monotonic()
     progress("original build: preparing the tree (make modules_prepare); originals are compiled on demand")
-    # With kpatch's flags, as every later compile: asm-offsets & co. stay up to date between runs.
-    tree.make(*PREPARE_TARGETS, progress=progress, what="make modules_prepare")
-    atomic_write_text(stamp, json.dumps({"key": key, "mode": "prepared",
+    # Plain, as the distribution built it: kpatch's flags go to the objects alone (per-object CFLAGS),
+    # so asm-offsets & co. stay up to date between runs.
+    tree.make(*PREPARE_TARGETS, kcflags=None, progress=progress, what="make modules_prepare")
+    atomic_write_text(stamp, json.dumps({"key": key, "mode": "prepared", "format": PREPARE_FORMAT,
                                          "seconds": round(time.monotonic() - started, 1)}), mode=0o600)
     return "prepared"
 
