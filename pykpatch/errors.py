@@ -253,3 +253,21 @@ class TransitionStuck(ManageError):
 
 class KlpConversionError(PykpatchError):
     """A linked livepatch module's description (``.pykpatch.relocs``) is inconsistent."""
+
+
+class DiffInputError(PykpatchError):
+    """An input object of the diff is not what it expects (not built with -ffunction-sections...)."""
+
+
+class SymbolLookupError(PykpatchError):
+    """A symbol of the patched object cannot be matched to the parent kernel or module."""
+
+
+class X86DecodeError(PykpatchError):
+    """Bytes that are not a valid (or not a complete) x86-64 instruction."""
+
+    def __init__(self, offset: int, problem: str, code: bytes = b"") -> None:
+        shown = f" [{bytes(code).hex(' ')}]" if code else ""
+        super().__init__(f"x86 decode at offset {offset:#x}: {problem}{shown}")
+        self.offset = offset
+        self.problem = problem

@@ -12,10 +12,9 @@ import pytest
 from elf_mutations import FieldEditor
 
 from pykpatch.diff import engine, output, run_diff
-from pykpatch.diff.analyze import DiffInputError
 from pykpatch.elf.constants import SHF, SHT
 from pykpatch.elf.model import Relocation, Section
-from pykpatch.errors import DiffOutputError, ElfFormatError, PykpatchError, UnsupportedChangeError
+from pykpatch.errors import DiffInputError, DiffOutputError, ElfFormatError, PykpatchError, UnsupportedChangeError
 from pykpatch.symtab import KernelSymbolTable
 
 R_X86_64_PC16 = 13

@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pykpatch.arch.x86_64.insn import MAX_INSN_LEN, Insn, X86DecodeError, decode, insn_containing, iter_insns
+from pykpatch.arch.x86_64.insn import MAX_INSN_LEN, Insn, decode, insn_containing, iter_insns
 from pykpatch.elf import read_elf
 from pykpatch.elf.constants import SHF
-from pykpatch.errors import PykpatchError
+from pykpatch.errors import PykpatchError, X86DecodeError
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "corpus" / "x86_64"
 HAVE_OBJDUMP = shutil.which("objdump") is not None

@@ -19,14 +19,10 @@ from pykpatch.diff import rules
 from pykpatch.diff.state import ObjectFacts
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, GroupSection, Relocation, RelocationSection, Section, Symbol
-from pykpatch.errors import PykpatchError
+from pykpatch.errors import DiffInputError
 
 # -fpatchable-function-entry's records of ftrace call sites (arm64, loongarch, ppc64le 6.x).
 PATCHABLE_ENTRIES = "__patchable_function_entries"
-
-
-class DiffInputError(PykpatchError):
-    """An input object is not what the diff expects (not built with -ffunction-sections...)."""
 
 
 def analyze(obj: ElfObject, arch: ArchInfo, name: str) -> ObjectFacts:

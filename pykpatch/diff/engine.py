@@ -17,7 +17,7 @@ from pykpatch.arch import arch_for
 from pykpatch.diff import compare as compare_stage
 from pykpatch.diff import correlate as correlate_stage
 from pykpatch.diff import include as inc
-from pykpatch.diff.analyze import DiffInputError, analyze
+from pykpatch.diff.analyze import analyze
 from pykpatch.diff.lookup import ParentLookup
 from pykpatch.diff.output import build_output
 from pykpatch.diff.special import STRUCT_SIZE_VARIABLES, SpecialSectionFilter
@@ -27,7 +27,7 @@ from pykpatch.elf.constants import ET, STB, STT
 from pykpatch.elf.model import ElfObject
 from pykpatch.elf.reader import read_elf
 from pykpatch.elf.writer import serialize, write_bytes
-from pykpatch.errors import DiffOutputError, ElfWriteError, NoChangeError, UnsupportedChangeError
+from pykpatch.errors import DiffInputError, DiffOutputError, ElfWriteError, NoChangeError, UnsupportedChangeError
 
 
 @dataclass

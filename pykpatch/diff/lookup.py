@@ -21,11 +21,7 @@ from dataclasses import dataclass
 
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, Symbol
-from pykpatch.errors import PykpatchError
-
-
-class LookupError_(PykpatchError):
-    """A symbol of the patched object cannot be matched to the parent kernel/module."""
+from pykpatch.errors import SymbolLookupError
 
 
 @dataclass(frozen=True)
@@ -142,13 +138,13 @@ class ParentLookup:
             matches = [i for i in self.files.get(file_sym.name, ())
                        if self._locals_match(self._table_block(i), obj_block)]
             if not matches:
-                raise LookupError_(
+                raise SymbolLookupError(
                     f"{objname_for_errors}: couldn't find the local symbols of {file_sym.name} in the {self.objname} "
                     "symbol table",
                     hint="is the symbol table (-v VMLINUX / --symtab) from the same build as the original object?",
                 )
             if len(matches) > 1:
-                raise LookupError_(
+                raise SymbolLookupError(
                     f"{objname_for_errors}: found {len(matches)} blocks of local symbols for {file_sym.name} in the "
                     f"{self.objname} symbol table; cannot tell which one is this file"
                 )
@@ -163,7 +159,8 @@ class ParentLookup:
             return None
         matches = self._block_locals(start).get(name, ())
         if len(matches) > 1:
-            raise LookupError_(f"duplicate local symbol {name} in {file_sym.name} of the {self.objname} symbol table")
+            raise SymbolLookupError(
+                f"duplicate local symbol {name} in {file_sym.name} of the {self.objname} symbol table")
         if not matches:
             return None
         found = matches[0]

@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 
 from pykpatch.arch import Role
 from pykpatch.diff import rules
-from pykpatch.diff.analyze import PATCHABLE_ENTRIES, DiffInputError, table_entry
-from pykpatch.diff.lookup import LookupError_, LookupResult, ParentLookup
+from pykpatch.diff.analyze import PATCHABLE_ENTRIES, table_entry
+from pykpatch.diff.lookup import LookupResult, ParentLookup
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import SHF, SHN, SHT, STB, STT
 from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section, StringTableSection, Symbol
-from pykpatch.errors import PykpatchError
+from pykpatch.errors import DiffInputError, PykpatchError, SymbolLookupError
 from pykpatch.records import (
     CALLBACK_OBJNAME,
     CALLBACK_PREFIX,
@@ -181,11 +181,13 @@ def needs_klp(st: DiffState, lookup: ParentLookup, rel: Relocation, base: Sectio
     found = lookup.lookup(sym, st.patched.file_of.get(sym))
     if found is None:
         if sym.bind == STB.LOCAL and sym.section is None:
-            raise LookupError_(f"{st.name}: can't find local symbol {sym.name} in the {lookup.objname} symbol table")
+            raise SymbolLookupError(
+                f"{st.name}: can't find local symbol {sym.name} in the {lookup.objname} symbol table")
         return None  # another object of the patch module, or exported by vmlinux
     if sym.bind == STB.LOCAL:
         if found.is_global:
-            raise LookupError_(f"{st.name}: can't find local symbol {sym.name} in the {lookup.objname} symbol table")
+            raise SymbolLookupError(
+                f"{st.name}: can't find local symbol {sym.name} in the {lookup.objname} symbol table")
         return found
     if found.exported:
         if found.objname == "vmlinux" and not st.arch.hooks.resolve_live_even_if_exported(sym):
@@ -202,7 +204,7 @@ def plan_output(st: DiffState, lookup: ParentLookup, parent: str) -> OutputPlan:
             continue
         found = lookup.lookup(func, st.patched.file_of.get(func))
         if found is None or (func.bind == STB.LOCAL and found.is_global):
-            raise LookupError_(f"{st.name}: can't find function {func.name} in the {lookup.objname} symbol table")
+            raise SymbolLookupError(f"{st.name}: can't find function {func.name} in the {lookup.objname} symbol table")
         plan.funcs.append(PatchedFunc(func.name, parent, found.sympos, func))
         # Replacement functions must not be linked to by other objects of the module.
         func.bind = STB.LOCAL
@@ -254,7 +256,7 @@ def _abs64(st: DiffState) -> int:
     try:
         return st.arch.role_type(Role.ABS64)
     except PykpatchError as err:
-        raise LookupError_(str(err)) from None
+        raise SymbolLookupError(str(err)) from None
 
 
 def emit_metadata(st: DiffState, plan: OutputPlan) -> None:

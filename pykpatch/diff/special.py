@@ -13,12 +13,11 @@ import os
 from collections.abc import Callable
 
 from pykpatch.arch import SpecialSection, all_struct_size_variables
-from pykpatch.diff.analyze import DiffInputError
 from pykpatch.diff.include import include_symbol
 from pykpatch.diff.state import DiffState, Status
 from pykpatch.elf.constants import STT
 from pykpatch.elf.model import Relocation, RelocationSection, Section
-from pykpatch.errors import UsageError
+from pykpatch.errors import DiffInputError, UsageError
 
 # kpatch's environment names of the struct sizes, over every architecture.
 STRUCT_SIZE_VARIABLES = all_struct_size_variables()

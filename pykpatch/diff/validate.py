@@ -30,13 +30,12 @@ from collections.abc import Callable
 from operator import attrgetter
 
 from pykpatch.arch import ArchInfo
-from pykpatch.diff.analyze import DiffInputError
 from pykpatch.elf.constants import SHN, STB, STT
 from pykpatch.elf.model import ElfObject, Relocation, RelocationSection, Section
 from pykpatch.elf.reader import parse_elf
 from pykpatch.elf.validate import link_problems, symbol_order_problems
 from pykpatch.elf.writer import MAX_ALIGN
-from pykpatch.errors import DiffOutputError, ElfFormatError, PykpatchError
+from pykpatch.errors import DiffInputError, DiffOutputError, ElfFormatError, PykpatchError
 from pykpatch.records import FUNC_RECORD, FUNCS_SECTION
 
 # Section indexes a symbol of a kernel object may carry without a section.

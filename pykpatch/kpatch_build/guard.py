@@ -31,11 +31,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pykpatch.arch import ArchInfo, arch_for
-from pykpatch.diff.lookup import LookupError_, ParentLookup
+from pykpatch.diff.lookup import ParentLookup
 from pykpatch.elf.constants import STB, STT
 from pykpatch.elf.model import ElfObject, Symbol
 from pykpatch.elf.reader import read_elf
-from pykpatch.errors import GuardError
+from pykpatch.errors import GuardError, SymbolLookupError
 from pykpatch.kpatch_build.reach import Reached
 from pykpatch.symtab import KernelSymbolTable
 
@@ -87,7 +87,7 @@ def check_object(path: Path, reached: Reached, table: KernelSymbolTable) -> str 
     lookup = ParentLookup(table, reached.parent)
     try:
         lookup.match_file_blocks(obj, reached.obj)
-    except LookupError_ as err:
+    except SymbolLookupError as err:
         return f"{reached.obj}: its local symbols are not those of {reached.parent} ({err.message})"
     bad = size_mismatches(obj, lookup)
     if bad:

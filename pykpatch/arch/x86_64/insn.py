@@ -54,21 +54,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
-from pykpatch.errors import PykpatchError
+from pykpatch.errors import X86DecodeError
 
-__all__ = ["MAX_INSN_LEN", "Insn", "X86DecodeError", "decode", "insn_containing", "iter_insns"]
+__all__ = ["MAX_INSN_LEN", "Insn", "decode", "insn_containing", "iter_insns"]
 
 MAX_INSN_LEN = 15
-
-
-class X86DecodeError(PykpatchError):
-    """Bytes that are not a valid (or not a complete) x86-64 instruction."""
-
-    def __init__(self, offset: int, problem: str, code: bytes = b"") -> None:
-        shown = f" [{bytes(code).hex(' ')}]" if code else ""
-        super().__init__(f"x86 decode at offset {offset:#x}: {problem}{shown}")
-        self.offset = offset
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
