@@ -14,6 +14,7 @@ Exit codes (documented in README.md):
 3     no change found between original and patched objects
 4     ``kpatch``: a patch transition did not finish in time and was reversed
 5     ``kpatch``: a patch transition did not finish, nor did its reversal
+6     ``kpatch-build --kernels``: some kernels were built, others not (see its report)
 130   interrupted (Ctrl-C)
 ====  =======================================================
 """
@@ -26,6 +27,7 @@ EXIT_UNSUPPORTED = 2
 EXIT_NO_CHANGE = 3
 EXIT_TRANSITION_REVERSED = 4
 EXIT_TRANSITION_STUCK = 5
+EXIT_SOME_BUILT = 6
 EXIT_INTERRUPTED = 130
 
 

@@ -6,18 +6,23 @@ Flags follow kpatch-build so scripts written for it keep working::
                  [-R|--non-replace] [-d|--debug] [--skip-cleanup] [--skip-compiler-check]
                  [--sign-key KEY [--sign-cert CERT] | --no-sign] [--allow-empty-replace]
                  [--kernel|-r RELEASE] [--full-build] [--modules-dir DIR] PATCH...
+    kpatch-build --kernels LIST|FILE|installed [--report FILE.json] [-o OUTDIR] [...] PATCH...
 
 Without -s, the running kernel's (or --kernel RELEASE's) sources, config,
 vmlinux and modules come from the distribution's packages (Debian).
+--kernels builds one module per kernel into OUTDIR/RELEASE/ (``fleet``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import os
 import signal
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import FrameType
 
@@ -30,6 +35,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="kernel source tree (built in place, never O=); default: the distribution's sources")
     parser.add_argument("-r", "--kernel", metavar="RELEASE",
                         help="the kernel to patch, as uname -r says it (default: the running one)")
+    parser.add_argument("--kernels", metavar="LIST",
+                        help="build for many kernels: comma-separated releases, a file with one a line, or "
+                             "'installed' (the package manager's); one module each in OUTDIR/RELEASE/")
+    parser.add_argument("--report", metavar="FILE.json",
+                        help="with --kernels: write the per-kernel report (module, functions, time, refusal)")
+    parser.add_argument("--result-json", metavar="FILE", help=argparse.SUPPRESS)  # a --kernels child's result
     parser.add_argument("--full-build", action="store_true",
                         help="build the whole tree once (cached) instead of only what the patch reaches")
     parser.add_argument("--modules-dir", metavar="DIR",
@@ -107,25 +118,105 @@ def options_from(args: argparse.Namespace):  # -> BuildOptions (imported lazily:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    from pykpatch.kpatch_build.pipeline import kpatch_build
+# Options that are one kernel's own: with --kernels, each kernel's come from its packages.
+PER_KERNEL_OPTIONS = (("sourcedir", "-s"), ("kernel", "--kernel"), ("config", "-c"), ("vmlinux", "-v"),
+                      ("modules_dir", "--modules-dir"), ("result_json", "--result-json"))
 
-    opts = options_from(args)
+
+def _progress_printer() -> Callable[[str], None]:
     started = time.monotonic()
 
     def progress(msg: str) -> None:
         print(f"[{time.monotonic() - started:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
+    return progress
+
+
+@contextlib.contextmanager
+def _signals_raise() -> Iterator[None]:
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        result = kpatch_build(opts, progress)
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pykpatch.errors import UsageError
+    from pykpatch.kpatch_build.pipeline import kpatch_build
+
+    if args.kernels:
+        return run_fleet(args)
+    if args.report:
+        raise UsageError("--report is the report of a --kernels build", hint="add --kernels LIST")
+    opts = options_from(args)
+    with _signals_raise():
+        result = kpatch_build(opts, _progress_printer())
+    if args.result_json:
+        from pykpatch.safeio import atomic_write_text
+
+        atomic_write_text(Path(args.result_json), json.dumps({
+            "module": str(result.module), "changed_objects": result.changed_objects,
+            "changed_functions": result.changed_functions, "new_functions": result.new_functions,
+            "timings": result.timings}), mode=0o644)
     print(result.module)
     if args.debug:
         print(f"timings: {result.timings}", file=sys.stderr)
     return 0
+
+
+def forwarded_options(args: argparse.Namespace) -> list[str]:
+    """The options every kernel of a --kernels build shares, as each child's command line."""
+    words: list[str] = []
+    flags = (("non_replace", "-R"), ("allow_empty_replace", "--allow-empty-replace"), ("debug", "-d"),
+             ("skip_cleanup", "--skip-cleanup"), ("skip_compiler_check", "--skip-compiler-check"),
+             ("no_sign", "--no-sign"), ("full_build", "--full-build"))
+    words += [flag for attr, flag in flags if getattr(args, attr)]
+    valued = (("name", "-n"), ("sign_key", "--sign-key"), ("sign_cert", "--sign-cert"), ("arch", "--arch"))
+    for attr, flag in valued:
+        value = getattr(args, attr)
+        if value:
+            words += [flag, str(Path(value).resolve()) if attr.startswith("sign_") else value]
+    if args.distro_cache:
+        words += ["--distro-cache", str(Path(args.distro_cache).resolve())]
+    for target in args.target:
+        words += ["-t", target]
+    return words
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    """--kernels: one child kpatch-build per kernel (pykpatch.kpatch_build.fleet)."""
+    from pykpatch.distro.base import installed_releases
+    from pykpatch.errors import UsageError
+    from pykpatch.kpatch_build import check, fleet
+
+    for attr, flag in PER_KERNEL_OPTIONS:
+        if getattr(args, attr):
+            raise UsageError(f"--kernels and {flag} contradict each other",
+                             hint="with --kernels each kernel's sources, config and vmlinux come from its packages")
+    opts = options_from(args)
+    check.read_patches(opts)                   # every child would refuse the same patch: refuse it once, now
+    releases = fleet.parse_kernel_list(args.kernels, installed_releases)
+    outdir = opts.outdir.resolve()
+    jobs = fleet.plan(releases, outdir, opts.jobs)
+    at_once = fleet.concurrency(len(jobs), opts.jobs)
+    patches = [p.resolve() for p in opts.patches]
+    forwarded = forwarded_options(args)
+    progress = _progress_printer()
+    progress(f"{len(jobs)} kernels, {at_once} at a time: {', '.join(releases)}")
+    started = time.monotonic()
+    with _signals_raise():
+        outcomes = fleet.run_fleet(jobs, lambda job: fleet.child_command(job, forwarded, patches), progress,
+                                   at_once)
+    seconds = time.monotonic() - started
+    if args.report:
+        fleet.write_report(Path(args.report), fleet.report_json(patches, outcomes, seconds))
+    print(fleet.summary_table(outcomes), file=sys.stderr)
+    for outcome in outcomes:
+        if outcome.module:
+            print(outcome.module)
+    return fleet.fleet_exit_code(outcomes)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,3 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from pykpatch.cli import standalone_main
 
     return standalone_main("kpatch-build", sys.modules[__name__], argv)
+
+
+if __name__ == "__main__":  # python -m pykpatch.commands.kpatch_build_cmd: a --kernels child
+    sys.exit(main())

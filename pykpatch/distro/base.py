@@ -62,3 +62,12 @@ def provider_for_host(cache: Path) -> DistroProvider | None:
 
         return DebianProvider(cache)
     return None
+
+
+def installed_releases() -> list[str]:
+    """The kernel releases the package manager has installed (``--kernels installed``), in its order."""
+    if is_debian_host():
+        from pykpatch.distro.debian import installed_kernel_releases
+
+        return installed_kernel_releases()
+    return []

@@ -59,6 +59,22 @@ def installed_version(name: str) -> str | None:
     return proc.stdout.split("\t", 1)[1].strip() or None
 
 
+# linux-image-RELEASE; not the -dbg, -unsigned (the signed one is the same kernel) or meta packages.
+IMAGE_PACKAGE_RE = re.compile(r"^linux-image-(\d+\.\d+[A-Za-z0-9.+~-]*?)(?<!-dbg)(?<!-unsigned)$")
+
+
+def installed_kernel_releases() -> list[str]:
+    """Releases of the installed ``linux-image-RELEASE`` packages (``dpkg-query``)."""
+    proc = _run(["dpkg-query", "-W", "-f=${Package}\t${Status}\n", "linux-image-*"], "ask dpkg what is installed")
+    releases: list[str] = []
+    for line in proc.stdout.splitlines():
+        name, _, status = line.partition("\t")
+        m = IMAGE_PACKAGE_RE.match(name)
+        if m and status.endswith(" installed") and m.group(1) not in releases:
+            releases.append(m.group(1))
+    return releases
+
+
 def available_versions(name: str) -> list[str]:
     """Versions of ``name`` in apt's lists, newest first (``apt-cache madison``)."""
     proc = _run(["apt-cache", "madison", name], "read apt's package lists")
