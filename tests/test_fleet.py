@@ -230,3 +230,34 @@ def test_a_bad_patch_is_refused_once_before_any_kernel_starts(tmp_path: Path) ->
 def test_report_needs_kernels(tmp_path: Path) -> None:
     proc = kpatch_build("--report", "r.json", "fix.patch", cwd=tmp_path)
     assert proc.returncode == 1 and "--kernels" in proc.stderr
+
+
+# -- sources shared between the kernels of one source version -------------------------------------------
+
+def test_each_source_version_is_unpacked_once_and_linked_per_release(tmp_path: Path) -> None:
+    import tarfile
+
+    from pykpatch.distro.base import KernelArtifacts
+    from pykpatch.kpatch_build.route import unpack_source
+
+    src = tmp_path / "linux-source-6.1"
+    (src / "kernel").mkdir(parents=True)
+    (src / "Makefile").write_text("VERSION = 6\nPATCHLEVEL = 1\nSUBLEVEL = 192\n")
+    tarball = tmp_path / "linux-source-6.1.tar.xz"
+    with tarfile.open(tarball, "w:xz") as tar:
+        tar.add(src, arcname="linux-source-6.1")
+
+    def artifacts(release: str) -> KernelArtifacts:
+        return KernelArtifacts("debian", release, "6.1.192-3", tarball, Path("/c"), Path("/s"), None, Path("/m"))
+
+    said: list[str] = []
+    root = tmp_path / "sources"
+    trees = [unpack_source(artifacts(r), root, said.append) for r in ("6.1.0-57-amd64", "6.1.0-57-rt-amd64")]
+    assert sum("unpacking" in line for line in said) == 1
+    assert trees[0] != trees[1] and trees[0].name == trees[1].name == "linux-source-6.1"
+    inodes = {(t / "Makefile").stat().st_ino for t in trees}
+    assert len(inodes) == 1 and (trees[0] / "Makefile").stat().st_nlink == 3   # pristine + two releases
+    # Asked again, each release's tree is reused as it is.
+    said.clear()
+    assert unpack_source(artifacts("6.1.0-57-amd64"), root, said.append) == trees[0]
+    assert said == []

@@ -32,9 +32,11 @@ from pykpatch.errors import DistroError, KernelInfoError, KernelMismatchError, T
 from pykpatch.kbuild.release import kernel_release_from_vmlinux
 from pykpatch.kpatch_build.context import BuildOptions
 from pykpatch.kpatch_build.prepare import TreeInputs
-from pykpatch.safeio import atomic_write_text, ensure_private_dir
+from pykpatch.safeio import atomic_write_text, ensure_private_dir, exclusive_lock
 
 Progress = Callable[[str], None]
+
+SOURCE_STAMP = ".pykpatch-unpacked.json"
 
 
 @dataclass(frozen=True)
@@ -138,31 +140,59 @@ def _distro_route(opts: BuildOptions, progress: Progress, provider: DistroProvid
 
 
 def unpack_source(artifacts: KernelArtifacts, root: Path, progress: Progress) -> Path:
-    """The distribution's source tarball unpacked once per (version, release) under ``root``.
+    """The distribution's sources for one release: its own tree under ``root``, made once.
 
-    Unpacked into a temporary directory and renamed into place with a stamp,
-    so an interrupted unpack is never mistaken for a tree.
+    The tarball of a source version is unpacked once (``root/DISTRO-VERSION``,
+    never built in); each release built from it (Debian's amd64, cloud-amd64
+    and rt-amd64 flavours share one) gets a hard-linked copy of it, built in
+    place for its own config.  Hard links are safe here because nothing
+    writes a source file in place: make and the compiler create new files,
+    and kpatch-build writes (patch, restore) by rename.  Both steps happen in
+    a temporary directory renamed into place with a stamp, so an interrupted
+    one is never mistaken for a tree.
     """
     ensure_private_dir(root, "source cache")
     dest = root / f"{artifacts.distro}-{artifacts.version}-{artifacts.release}"
-    stamp = dest / ".pykpatch-unpacked.json"
+    stamp = dest / SOURCE_STAMP
     if stamp.is_file():
         return _single_tree(dest)
-    progress(f"unpacking {artifacts.source_tarball} into {dest} (once)")
+    pristine = _pristine_source(artifacts, root, progress)
+    progress(f"linking {dest} to the {artifacts.version} sources (hard links, once)")
+    _make_once(dest, lambda tmp: _run_tool(["cp", "-al", str(pristine), str(tmp)],
+                                          f"cannot link {pristine} into {root}"))
+    atomic_write_text(stamp, json.dumps({"sources": str(pristine), "version": artifacts.version}), mode=0o600)
+    return _single_tree(dest)
+
+
+def _pristine_source(artifacts: KernelArtifacts, root: Path, progress: Progress) -> Path:
+    """The tarball unpacked once per source version (under a lock: kernels of a fleet ask at once)."""
+    pristine = root / f"{artifacts.distro}-{artifacts.version}"
+    with exclusive_lock(root / f".{pristine.name}.lock", progress, f"the {artifacts.version} sources"):
+        if not (pristine / SOURCE_STAMP).is_file():
+            progress(f"unpacking {artifacts.source_tarball} into {pristine} (once)")
+            _make_once(pristine, lambda tmp: _run_tool(["tar", "-x", "-f", str(artifacts.source_tarball), "-C",
+                                                        str(tmp)], f"cannot unpack {artifacts.source_tarball}"))
+            atomic_write_text(pristine / SOURCE_STAMP, json.dumps({"tarball": str(artifacts.source_tarball),
+                                                                   "version": artifacts.version}), mode=0o600)
+    return _single_tree(pristine)
+
+
+def _make_once(dest: Path, fill: Callable[[Path], None]) -> None:
+    """``fill`` a temporary directory next to ``dest``, then rename it to ``dest``."""
     shutil.rmtree(dest, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=root))
+    tmp = Path(tempfile.mkdtemp(prefix=".unpack-", dir=dest.parent))
     try:
-        proc = subprocess.run(["tar", "-x", "-f", str(artifacts.source_tarball), "-C", str(tmp)],
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode != 0:
-            raise DistroError(f"cannot unpack {artifacts.source_tarball}: {proc.stderr.strip()[:200]}")
+        fill(tmp)
         os.replace(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_text(stamp, json.dumps({"tarball": str(artifacts.source_tarball), "version": artifacts.version}),
-                      mode=0o600)
-    return _single_tree(dest)
+
+
+def _run_tool(argv: list[str], what: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if proc.returncode != 0:
+        raise DistroError(f"{what}: {proc.stderr.strip()[:200]}")
 
 
 def _single_tree(dest: Path) -> Path:
