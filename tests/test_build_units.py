@@ -466,3 +466,30 @@ def test_objects_of_other_images_are_left_alone():
     assert kernel == ["lib/string.o", "drivers/input/joydev.o"]
     assert other == ["arch/x86/boot/compressed/string.o", "arch/x86/purgatory/purgatory.o",
                      "arch/x86/entry/vdso/vgetcpu.o"]
+
+
+# -- extra C flags: KCFLAGS or per object (kbuild.tree.flag_variables) -------------------------------------
+
+def test_flags_go_per_object_when_no_makefile_sets_them(tmp_path: Path) -> None:
+    from pykpatch.kbuild.tree import flag_variables
+
+    (tmp_path / "fs" / "proc").mkdir(parents=True)
+    (tmp_path / "fs" / "proc" / "Makefile").write_text("obj-y += cmdline.o\n")
+    assert flag_variables(tmp_path, ["fs/proc/cmdline.o"], None, "-ffunction-sections") == {
+        "CFLAGS_cmdline.o": "-ffunction-sections"}
+
+
+def test_an_objects_own_makefile_flags_are_never_overridden(tmp_path: Path) -> None:
+    # arch/x86/mm/Makefile: CFLAGS_fault.o := -I $(src)/../include/asm/trace. A CFLAGS_fault.o on make's
+    # command line would replace it and fault.c would not find its trace header (the header-inline case).
+    from pykpatch.kbuild.tree import flag_variables
+
+    (tmp_path / "arch" / "x86" / "mm").mkdir(parents=True)
+    (tmp_path / "arch" / "x86" / "mm" / "Makefile").write_text(
+        "CFLAGS_fault.o := -I $(src)/../include/asm/trace\nobj-y += fault.o pgtable.o\n")
+    (tmp_path / "fs").mkdir()
+    (tmp_path / "fs" / "Makefile").write_text("obj-y += aio.o\n")
+    variables = flag_variables(tmp_path, ["fs/aio.o", "arch/x86/mm/fault.o"], None, "-ffunction-sections")
+    assert variables == {"KCFLAGS": "-ffunction-sections"}
+    assert flag_variables(tmp_path, ["arch/x86/mm/pgtable.o"], None, "-fdata-sections") == {
+        "CFLAGS_pgtable.o": "-fdata-sections"}

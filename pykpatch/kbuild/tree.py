@@ -59,11 +59,7 @@ class KernelTree:
         modpost), which kbuild then rebuilds for every run -- 9 of the 12
         seconds of a one-file patch on a plainly built tree.
         """
-        variables = dict(self.variables)
-        if kcflags is not None:
-            variables["KCFLAGS"] = kcflags
-        if object_flags is not None:
-            variables.update(per_object_flags(targets, object_flags))
+        variables = {**self.variables, **flag_variables(self.path, targets, kcflags, object_flags)}
         return run_make(self.path, targets, log=self.log, what=what, jobs=self.jobs, variables=variables,
                         extra_env=patch_author_env(), progress=progress, on_start=on_start, capture=capture,
                         expected=expected)
@@ -81,9 +77,41 @@ class KernelTree:
         return "-".join(parts)
 
 
-def per_object_flags(targets: tuple[str, ...] | list[str], flags: str) -> dict[str, str]:
-    """``CFLAGS_stem.o=FLAGS`` for each object target (kbuild looks them up by the object's file name)."""
-    return {f"CFLAGS_{Path(t).name}": flags for t in targets if t.endswith(".o")}
+def flag_variables(tree: Path, targets: tuple[str, ...] | list[str], kcflags: str | None,
+                   object_flags: str | None) -> dict[str, str]:
+    """The make variables that carry extra C flags: ``KCFLAGS``, or per object ``CFLAGS_stem.o``.
+
+    A ``CFLAGS_stem.o`` given on make's command line replaces the one the
+    object's Makefile sets (a command-line variable overrides every makefile
+    assignment): arch/x86/mm/Makefile's ``CFLAGS_fault.o := -I
+    $(src)/../include/asm/trace`` was lost and fault.c no longer found its
+    trace header.  So when the Makefile of any target names its own
+    ``CFLAGS_stem.o``, the flags go as KCFLAGS for that make run instead.
+    """
+    variables: dict[str, str] = {}
+    if kcflags is not None:
+        variables["KCFLAGS"] = kcflags
+    if object_flags is None:
+        return variables
+    objects = [t for t in targets if t.endswith(".o")]
+    if any(makefile_sets_object_flags(tree, t) for t in objects):
+        variables["KCFLAGS"] = " ".join(f for f in (kcflags, object_flags) if f)
+        return variables
+    variables.update({f"CFLAGS_{Path(t).name}": object_flags for t in objects})
+    return variables
+
+
+def makefile_sets_object_flags(tree: Path, target: str) -> bool:
+    """Whether the kbuild file of ``target``'s directory assigns ``CFLAGS_stem.o`` itself."""
+    name = f"CFLAGS_{Path(target).name}"
+    directory = tree / Path(target).parent
+    for kbuild_file in ("Kbuild", "Makefile"):
+        try:
+            if name in (directory / kbuild_file).read_text(errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 # What make may rewrite besides the objects it is asked for, when the C flags

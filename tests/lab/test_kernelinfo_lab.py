@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from pykpatch.arch import StructProbe
 from pykpatch.elf.constants import SHT
 from pykpatch.elf.headers import ElfHeaders
 from pykpatch.errors import KernelInfoError
@@ -197,8 +198,9 @@ def test_probe_leaves_the_tree_alone(lab_kernel: KernelBuild, tmp_path):
 
 
 def test_probe_compile_failure_names_the_log(lab_kernel: KernelBuild, tmp_path, monkeypatch):
-    bogus = kernelinfo._StructProbe("BOGUS_STRUCT_SIZE", "pykpatch_no_such_struct", "1", ("linux/types.h",), None)
-    monkeypatch.setattr(kernelinfo, "_PROBES", (*kernelinfo._PROBES, bogus))
+    bogus = StructProbe("BOGUS_STRUCT_SIZE", "pykpatch_no_such_struct", "1", ("linux/types.h",), None)
+    real_probes = kernelinfo._probes_for
+    monkeypatch.setattr(kernelinfo, "_probes_for", lambda tree: (*real_probes(tree), bogus))
     with pytest.raises(KernelInfoError) as info:
         probe_struct_sizes(lab_kernel.tree, tmp_path / "work")
     message = str(info.value)
