@@ -261,3 +261,14 @@ def test_each_source_version_is_unpacked_once_and_linked_per_release(tmp_path: P
     said.clear()
     assert unpack_source(artifacts("6.1.0-57-amd64"), root, said.append) == trees[0]
     assert said == []
+
+
+def test_an_rt_kernel_before_612_is_refused_before_any_download() -> None:
+    # 6.1.0-57-rt-amd64 needs Debian's PREEMPT_RT patch series, which linux-source-6.1 does not ship.
+    from pykpatch.distro.debian import refuse_unshipped_featureset
+    from pykpatch.errors import DistroError
+
+    with pytest.raises(DistroError, match="PREEMPT_RT patches"):
+        refuse_unshipped_featureset("6.1.0-57-rt-amd64", "6.1")
+    refuse_unshipped_featureset("6.1.0-57-amd64", "6.1")              # the plain flavours pass
+    refuse_unshipped_featureset("6.12.117+deb12-rt-amd64", "6.12")    # PREEMPT_RT is upstream since 6.12

@@ -147,6 +147,28 @@ def md5_of(path: Path) -> str:
     return h.hexdigest()
 
 
+# PREEMPT_RT went upstream in 6.12; Debian built its older rt flavours from linux-source plus the PREEMPT_RT
+# patch series of the linux source package (debian/patches-rt), which linux-source-X.Y does not ship.
+RT_UPSTREAM_SINCE = (6, 12)
+
+
+def refuse_unshipped_featureset(release: str, series: str) -> None:
+    """An rt kernel of a series before 6.12 cannot be rebuilt from linux-source: say so before any download.
+
+    Found on 6.1.0-57-rt-amd64: its objects need the PREEMPT_RT patches, and
+    without them its config asked for 7 options the plain sources lack.
+    """
+    if "-rt-" not in f"-{release}-":
+        return
+    major, minor = (int(x) for x in series.split(".")[:2])
+    if (major, minor) < RT_UPSTREAM_SINCE:
+        raise DistroError(
+            f"{release} is Debian's PREEMPT_RT flavour: it is built from linux-source-{series} plus the "
+            f"PREEMPT_RT patches of Debian's linux source package, which linux-source-{series} does not ship",
+            hint="build it from the patched tree: apt-get source linux, apply debian/patches-rt, then "
+                 f"kpatch-build -s TREE -c /boot/config-{release} -v VMLINUX")
+
+
 class DebianProvider:
     """See the module docstring."""
 
@@ -161,6 +183,7 @@ class DebianProvider:
         series = series_of(release)
         if series is None:
             raise DistroError(f"{release!r} is not a kernel release (like 6.1.0-57-amd64)")
+        refuse_unshipped_featureset(release, series)
         ensure_private_dir(self.cache, "distribution cache")
         image = f"linux-image-{release}"
         version = installed_version(image) or next(iter(available_versions(image)), None)
