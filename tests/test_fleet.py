@@ -272,3 +272,30 @@ def test_an_rt_kernel_before_612_is_refused_before_any_download() -> None:
         refuse_unshipped_featureset("6.1.0-57-rt-amd64", "6.1")
     refuse_unshipped_featureset("6.1.0-57-amd64", "6.1")              # the plain flavours pass
     refuse_unshipped_featureset("6.12.117+deb12-rt-amd64", "6.12")    # PREEMPT_RT is upstream since 6.12
+
+
+def test_a_release_is_found_from_its_images_when_the_metapackage_lags(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bookworm-security, 2026-12-02: linux-source-6.12 and images at 6.12.118, metapackages at 6.12.117."""
+    from pykpatch.distro import debian
+    from pykpatch.errors import DistroError
+
+    search = ("linux-image-6.12.117+deb12-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud\n"
+              "linux-image-6.12.118+deb12-cloud-amd64-unsigned - Linux 6.12 for x86-64 cloud\n"
+              "linux-image-6.12.118+deb12-cloud-amd64-dbg - Debug symbols\n"
+              "linux-image-6.12-cloud-amd64 - Linux for x86-64 cloud (meta-package)\n")
+    madison = ("linux-image-6.12.117+deb12-cloud-amd64-unsigned | 6.12.117-1~deb12u1 | http://deb.debian.org ...\n"
+               "linux-image-6.12.118+deb12-cloud-amd64-unsigned | 6.12.118-1~deb12u1 | http://deb.debian.org ...\n")
+    asked: list[list[str]] = []
+
+    def fake_run(cmd: list[str], what: str) -> subprocess.CompletedProcess[str]:
+        asked.append(cmd)
+        out = {"search": search, "madison": madison}.get(cmd[1], "")  # "show" of the metapackage: nothing
+        return subprocess.CompletedProcess(cmd, 0 if out else 100, out, "")
+
+    monkeypatch.setattr(debian, "_run", fake_run)
+    monkeypatch.setattr(debian, "installed_version", lambda name: "6.12.118-1~deb12u1")
+    assert debian.release_built_from("linux-source-6.12", "cloud-amd64") == "6.12.118+deb12-cloud-amd64"
+    assert asked[-1][:2] == ["apt-cache", "madison"] and "linux-image-6.12-cloud-amd64" not in asked[-1]
+    monkeypatch.setattr(debian, "installed_version", lambda name: "6.12.119-1~deb12u1")
+    with pytest.raises(DistroError, match="no linux-image-\\*-cloud-amd64 6.12.119"):
+        debian.release_built_from("linux-source-6.12", "cloud-amd64")

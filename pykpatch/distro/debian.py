@@ -315,20 +315,44 @@ def release_built_from(source_package: str, flavour: str = "amd64") -> str:
 
     Debian's ``linux-image-FLAVOUR`` metapackage of the same version depends
     on exactly that image (``linux-image-6.1.0-57-amd64 (= 6.1.192-3)``).
+    The metapackage can lag behind: on 2026-12-02 bookworm-security had
+    linux-source-6.12 and its images at 6.12.118-1~deb12u1 but the
+    ``linux-image-6.12-FLAVOUR`` metapackages still at 6.12.117.  Then the
+    images themselves are asked for by name and version.
     """
     version = installed_version(source_package)
     if version is None:
         raise DistroError(f"{source_package} is not installed", hint=f"apt-get install {source_package}")
     series = source_package.removeprefix("linux-source-")
-    m = None
     # Debian 12's own series has linux-image-FLAVOUR; a backported series linux-image-X.Y-FLAVOUR.
     for meta in (f"linux-image-{series}-{flavour}", f"linux-image-{flavour}"):
         proc = _run(["apt-cache", "show", f"{meta}={version}"], "read apt's package lists")
         m = re.search(r"^Depends:.*?\blinux-image-(\S+?)(?:-unsigned)? \(= " + re.escape(version) + r"\)",
                       proc.stdout, re.MULTILINE)
         if m is not None:
-            break
-    if m is None:
-        raise DistroError(f"apt's lists have no linux-image-{flavour} {version} built from {source_package}",
+            return m.group(1)
+    found = images_of_version(series, flavour, version)
+    if len(found) != 1:
+        what = "no" if not found else f"{len(found)} ({', '.join(found)})"
+        raise DistroError(f"apt's lists have {what} linux-image-*-{flavour} {version} built from {source_package}",
                           hint="apt-get update")
-    return m.group(1)
+    return found[0]
+
+
+def images_of_version(series: str, flavour: str, version: str) -> list[str]:
+    """Releases ``X.Y.*-FLAVOUR`` whose image package (signed or ``-unsigned``) has exactly ``version``."""
+    names = _run(["apt-cache", "search", "--names-only", f"^linux-image-{re.escape(series)}[.-].*-{flavour}"],
+                 "read apt's package lists").stdout
+    shape = re.compile(rf"^linux-image-({re.escape(series)}\.[\w.+~]+(?:-\d+)?-{re.escape(flavour)})(?:-unsigned)?$")
+    candidates = sorted({line.split(" - ", 1)[0].strip() for line in names.splitlines()
+                         if shape.match(line.split(" - ", 1)[0].strip())})
+    if not candidates:
+        return []
+    table = _run(["apt-cache", "madison", *candidates], "read apt's package lists").stdout
+    releases = set()
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        match = shape.match(cells[0]) if len(cells) >= 2 else None
+        if match and cells[1] == version:
+            releases.add(match.group(1))
+    return sorted(releases)
