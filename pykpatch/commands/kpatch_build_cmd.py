@@ -5,7 +5,7 @@ Flags follow kpatch-build so scripts written for it keep working::
     kpatch-build [-s SRCDIR] [-c CONFIG] [-v VMLINUX] [-j N] [-t TARGET]... [-n NAME] [-o OUTDIR]
                  [-R|--non-replace] [-d|--debug] [--skip-cleanup] [--skip-compiler-check]
                  [--sign-key KEY [--sign-cert CERT] | --no-sign] [--allow-empty-replace]
-                 [--kernel|-r RELEASE] [--full-build] [--modules-dir DIR] PATCH...
+                 [--kernel|-r RELEASE] [--full-build] [--modules-dir DIR] [--distcc] PATCH...
     kpatch-build --kernels LIST|FILE|installed [--report FILE.json] [-o OUTDIR] [...] PATCH...
 
 Without -s, the running kernel's (or --kernel RELEASE's) sources, config,
@@ -53,7 +53,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="build for another architecture's kernel (x86_64, ppc64le, s390x, aarch64, loongarch64; "
                              "kbuild's ARCH names too): make gets ARCH= and Debian's CROSS_COMPILE=")
     parser.add_argument("-v", "--vmlinux", help="the target kernel's vmlinux (default: SRCDIR/vmlinux)")
-    parser.add_argument("-j", "--jobs", type=int, default=None, help="parallel make jobs (default: one per CPU)")
+    parser.add_argument("-j", "--jobs", type=int, default=None,
+                        help="parallel make jobs (default: one per CPU; with --distcc, what its hosts take: distcc -j)")
+    parser.add_argument("--distcc", action="store_true",
+                        help="send compiles to the distcc hosts of DISTCC_HOSTS (behind ccache when installed), each "
+                             "host's compiler checked first; CC='distcc gcc-12' or 'icecc gcc-12' works as well")
     parser.add_argument("-t", "--target", action="append", default=[],
                         help="make target of the original build (default: vmlinux modules)")
     parser.add_argument("-n", "--name", help="module name, used as given (default: livepatch-PATCHNAME)")
@@ -103,7 +107,7 @@ def options_from(args: argparse.Namespace):  # -> BuildOptions (imported lazily:
         full_build=args.full_build,
         config=Path(args.config) if args.config else None,
         vmlinux=Path(args.vmlinux) if args.vmlinux else None,
-        jobs=args.jobs or default_jobs(),
+        jobs=args.jobs or _default_jobs(args.distcc, default_jobs),
         targets=args.target,
         name=args.name,
         outdir=Path(args.output),
@@ -115,7 +119,17 @@ def options_from(args: argparse.Namespace):  # -> BuildOptions (imported lazily:
         signing=SigningOptions(Path(args.sign_key) if args.sign_key else None,
                                Path(args.sign_cert) if args.sign_cert else None, args.no_sign),
         arch=require_arch(args.arch).name if args.arch else None,
+        distcc=args.distcc,
     )
+
+
+def _default_jobs(distcc: bool, local: Callable[[], int]) -> int:
+    """One job per CPU here, or with --distcc as many as the distcc hosts take (and at least that)."""
+    if not distcc:
+        return local()
+    from pykpatch.kbuild.wrappers import distcc_jobs
+
+    return max(local(), distcc_jobs() or 0)
 
 
 # Options that are one kernel's own: with --kernels, each kernel's come from its packages.
@@ -159,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_text(Path(args.result_json), json.dumps({
             "module": str(result.module), "changed_objects": result.changed_objects,
             "changed_functions": result.changed_functions, "new_functions": result.new_functions,
-            "timings": result.timings}), mode=0o644)
+            "timings": result.timings, "kbuild_seconds": result.kbuild_seconds}), mode=0o644)
     print(result.module)
     if args.debug:
         print(f"timings: {result.timings}", file=sys.stderr)
@@ -171,7 +185,7 @@ def forwarded_options(args: argparse.Namespace) -> list[str]:
     words: list[str] = []
     flags = (("non_replace", "-R"), ("allow_empty_replace", "--allow-empty-replace"), ("debug", "-d"),
              ("skip_cleanup", "--skip-cleanup"), ("skip_compiler_check", "--skip-compiler-check"),
-             ("no_sign", "--no-sign"), ("full_build", "--full-build"))
+             ("no_sign", "--no-sign"), ("full_build", "--full-build"), ("distcc", "--distcc"))
     words += [flag for attr, flag in flags if getattr(args, attr)]
     valued = (("name", "-n"), ("sign_key", "--sign-key"), ("sign_cert", "--sign-cert"), ("arch", "--arch"))
     for attr, flag in valued:

@@ -12,6 +12,7 @@ the chosen mode will write.
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
@@ -23,6 +24,7 @@ from pykpatch.errors import KernelInfoError, KernelMismatchError, PatchError, Tr
 from pykpatch.kbuild.compiler import check_compiler, compiler_of
 from pykpatch.kbuild.config import srcarch_of
 from pykpatch.kbuild.release import kernel_release_from_tree, kernel_release_from_vmlinux
+from pykpatch.kbuild.wrappers import check_remote_compilers, choose_wrappers, masquerade_environment
 from pykpatch.kpatch_build.context import BuildContext, BuildOptions
 from pykpatch.kpatch_build.journal import TreeJournal
 from pykpatch.kpatch_build.patches import PatchFile, all_names, dry_run, parse_patches
@@ -84,6 +86,24 @@ def check_target(ctx: BuildContext, vmlinux: Path, cc: str) -> TargetKernel:
         check_compiler(vmlinux, cc)
     ctx.progress(f"kernel {release}, compiler {cc}: {compiler}")
     return TargetKernel(vmlinux, release, compiler)
+
+
+def check_compile_wrappers(ctx: BuildContext, cc: str) -> None:
+    """distcc/icecc/ccache in front of ``cc`` (``--distcc``, or ``CC="distcc gcc-12"``), every remote checked.
+
+    The remote compilers are compared with the local one by a probe compiled
+    on each host before anything else compiles (``kbuild/wrappers.py``); the
+    wrappers then stand in for ``cc`` on make's PATH so that kbuild's
+    recorded commands stay the kernel's own.
+    """
+    wrappers = choose_wrappers(ctx.opts.distcc, os.environ.get("CC"), cc)
+    if not wrappers:
+        return
+    ctx.progress(f"compiles go through {wrappers.describe()}")
+    check_remote_compilers(wrappers, ctx.scratch / "compile-probe", log=ctx.progress)
+    ctx.tree.env.update(masquerade_environment(wrappers, ctx.scratch / "compile-wrappers"))
+    with open(ctx.log, "a") as fh:
+        fh.write(f"compile wrappers: {wrappers.describe()}, environment {ctx.tree.env}\n")
 
 
 def check_config_compiler(cc: str, config: dict[str, str | None], skip: bool) -> None:

@@ -64,6 +64,7 @@ class BuildOptions:
     skip_compiler_check: bool = False
     signing: SigningOptions = field(default_factory=SigningOptions)
     arch: str | None = None      # build for this architecture's kernel (--arch; None: the host's)
+    distcc: bool = False         # compile through distcc (behind ccache when installed): kbuild/wrappers.py
 
 
 @dataclass
@@ -74,6 +75,7 @@ class BuildResult:
     new_functions: list[str]
     timings: dict[str, float]
     signed_with: Path | None = None
+    kbuild_seconds: float = 0.0  # of which in kbuild in the kernel tree (configure, prepare, compiles)
 
 
 class Stages:

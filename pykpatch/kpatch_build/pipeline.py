@@ -128,6 +128,7 @@ def _check(ctx: BuildContext, route: Route) -> tuple[check.TargetKernel, dict[st
         ctx.tree.variables["CC"] = cc
     ctx.tree.variables.update(hidden_tools(config))
     target = check.check_target(ctx, route.vmlinux, cc)
+    check.check_compile_wrappers(ctx, cc)
     check.check_config_compiler(cc, config, opts.skip_compiler_check)
     check.check_tools(config)
     release = release_of_variables(route.inputs.kernelvariables)
@@ -226,7 +227,7 @@ def _run(opts: BuildOptions, route: Route, progress: Progress, workspace: TreeWo
         ctx.stages.finish()
         progress(f"done: {target_ko} ({ctx.stages.summary()})")
         return BuildResult(target_ko, [c.path for c in changed], diffs.changed, diffs.new, ctx.stages.timings,
-                           module.signed_with)
+                           module.signed_with, kbuild_seconds=round(ctx.tree.make_seconds, 2))
     except UnsupportedChangeError as err:
         # The command prints only the message: the reasons go to stderr here, one per line.
         for reason in err.reasons:
