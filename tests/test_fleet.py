@@ -100,7 +100,8 @@ CHILD = textwrap.dedent("""
         sys.exit(2)
     module = os.path.join(os.path.dirname(result), "livepatch-fix.ko")
     with open(result, "w") as fh:
-        json.dump({"module": module, "changed_functions": ["cmdline_proc_show"], "new_functions": []}, fh)
+        json.dump({"module": module, "changed_functions": ["cmdline_proc_show"], "new_functions": [],
+                   "kbuild_seconds": 1.25}, fh)
 """)
 
 
@@ -137,7 +138,7 @@ def test_every_kernel_gets_an_outcome_in_order_and_no_more_run_at_once_than_plan
     assert max_overlap(tmp_path / "timeline") == 2
     built = outcomes[0]
     assert built.module == str(tmp_path / "out" / "6.1.0-1-ok" / "livepatch-fix.ko")
-    assert built.changed_functions == ["cmdline_proc_show"]
+    assert built.changed_functions == ["cmdline_proc_show"] and built.kbuild_seconds == 1.25
     refused = outcomes[1]
     assert refused.exit_code == EXIT_UNSUPPORTED
     assert refused.error == "unsupported change: cmdline_proc_show: a static local changed"

@@ -47,6 +47,8 @@ class KernelTree:
     log: Path
     jobs: int = 1
     variables: dict[str, str] = field(default_factory=dict)  # e.g. CC=gcc-12, on every make command line
+    env: dict[str, str] = field(default_factory=dict)  # for every make: compile wrappers (kbuild/wrappers.py)
+    make_seconds: float = 0.0  # time spent in make here so far (a fleet report's compile share)
 
     def make(self, *targets: str, kcflags: str | None = KPATCH_CFLAGS, progress: Progress | None = None,
              what: str = "build", on_start: Callable[[int], None] | None = None, capture: bool = False,
@@ -60,9 +62,11 @@ class KernelTree:
         seconds of a one-file patch on a plainly built tree.
         """
         variables = {**self.variables, **flag_variables(self.path, targets, kcflags, object_flags)}
-        return run_make(self.path, targets, log=self.log, what=what, jobs=self.jobs, variables=variables,
-                        extra_env=patch_author_env(), progress=progress, on_start=on_start, capture=capture,
-                        expected=expected)
+        run = run_make(self.path, targets, log=self.log, what=what, jobs=self.jobs, variables=variables,
+                       extra_env={**patch_author_env(), **self.env}, progress=progress, on_start=on_start,
+                       capture=capture, expected=expected)
+        self.make_seconds += run.seconds
+        return run
 
     def kernelrelease(self) -> str:
         return kernel_release_from_tree(self.path)

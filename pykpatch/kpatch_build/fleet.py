@@ -84,6 +84,7 @@ class KernelOutcome:
     new_functions: list[str] = field(default_factory=list)
     error: str | None = None
     hint: str | None = None
+    kbuild_seconds: float | None = None  # of ``seconds``, in make in the kernel tree (configure, prepare, compiles)
 
     @property
     def status(self) -> str:
@@ -249,6 +250,7 @@ def _read_result(job: KernelJob, outcome: KernelOutcome) -> None:
         outcome.module = str(data["module"])
         outcome.changed_functions = [str(f) for f in data.get("changed_functions", [])]
         outcome.new_functions = [str(f) for f in data.get("new_functions", [])]
+        outcome.kbuild_seconds = float(data["kbuild_seconds"]) if "kbuild_seconds" in data else None
     except (OSError, ValueError, KeyError, TypeError) as err:
         outcome.exit_code = EXIT_ERROR
         outcome.error = f"the build ended but its result {job.result} cannot be read ({err})"

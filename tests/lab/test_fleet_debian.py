@@ -1,30 +1,44 @@
-"""Issue 15: one patch, every flavour of a Debian kernel, one command.
+"""Issue 15: one patch, every flavour of both Debian series, one command -- and the same over distcc.
 
-``kpatch-build --kernels 6.1.0-N-amd64,6.1.0-N-cloud-amd64,6.1.0-N-rt-amd64``
-from never-built trees (a fresh CACHEDIR): Debian's packages of the
-flavours are fetched once into the distribution cache outside the
-repository; the one source version is unpacked once and hard-linked per
-flavour; each flavour's tree is prepared for its own config.  Each module is
-then loaded into its own kernel under QEMU: the patched behaviour seen, the
-transition complete, the old behaviour back after unloading.
+``kpatch-build --kernels`` for ``6.1.0-N-{amd64,cloud-amd64,rt-amd64}`` and
+``6.12.N+deb12-{amd64,cloud-amd64,rt-amd64}`` from never-built trees (a
+fresh CACHEDIR): Debian's packages are fetched once into the distribution
+cache outside the repository; each source version is unpacked once and
+hard-linked per flavour; each flavour's tree is prepared for its own
+config.  Each module is then loaded into its own kernel under QEMU: the
+patched behaviour seen, the transition complete, the old behaviour back
+after unloading (the 6.12 rt kernel too: it boots under TCG).
 
 The rt flavour of 6.1 is refused up front, before its packages are fetched:
 Debian builds it from linux-source-6.1 *plus* its PREEMPT_RT patch series,
 which that package does not ship (measured: its config then asks for 7
-options the plain sources lack).  Its refusal must not stop the others.
+options the plain sources lack); 6.12 has PREEMPT_RT in mainline.  The
+refusal must not stop the others.
+
+Then the same command with ``--distcc`` and two ``distccd`` on loopback
+standing in for two machines (and ccache in front, as on a machine that has
+it): every compile leaves "this machine", and the modules are the local
+run's -- the same functions with the same code bytes and relocations, every
+section but the DWARF line table identical (distcc preprocesses here, so a
+macro expanding to another length shifts the columns recorded there).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from distcc_util import daemons, hosts_spec, world_readable_dir
 
 from pykpatch.distro.debian import DebianProvider, release_built_from
+from pykpatch.elf.reader import read_elf
 from pykpatch.errors import EXIT_SOME_BUILT
 from pykpatch.lab import boot, insmod, read, rmmod, shell, wait_for, wait_until_gone, write
 from pykpatch.lab.debian import debian_cache_root
@@ -33,7 +47,10 @@ pytestmark = pytest.mark.kernel
 
 PATCHES = Path(__file__).resolve().parents[1] / "integration" / "patches"
 DISTRO_CACHE = Path(os.environ.get("PYKPATCH_DISTRO_CACHE") or debian_cache_root())
-FLAVOURS = ("amd64", "cloud-amd64", "rt-amd64")
+KERNELS = (("6.1", "amd64"), ("6.1", "cloud-amd64"), ("6.1", "rt-amd64"),
+           ("6.12", "amd64"), ("6.12", "cloud-amd64"), ("6.12", "rt-amd64"))
+REFUSED = ("6.1", "rt-amd64")
+NAME = "livepatch-fleet-cmdline"
 BUILD_TIMEOUT = 3600
 
 
@@ -41,40 +58,70 @@ def say(message: str) -> None:
     print(f"\n[fleet] {message}", file=sys.stderr)
 
 
-@pytest.fixture(scope="module")
-def releases() -> list[str]:
-    return [release_built_from("linux-source-6.1", flavour) for flavour in FLAVOURS]
+@dataclass
+class FleetRun:
+    returncode: int
+    stderr: str
+    stdout: str
+    report: dict
+    out: Path
+    seconds: float
 
 
-def test_one_patch_for_three_flavours_in_one_command(releases: list[str], tmp_path: Path) -> None:
-    out, report = tmp_path / "out", tmp_path / "report.json"
-    env = {**os.environ, "CACHEDIR": str(tmp_path / "cache"), "PYKPATCH_DISTRO_CACHE": str(DISTRO_CACHE)}
+def run_fleet(releases: list[str], workdir: Path, extra: list[str], env_extra: dict[str, str]) -> FleetRun:
+    out, report = workdir / "out", workdir / "report.json"
+    env = {**os.environ, "CACHEDIR": str(workdir / "cache"), "PYKPATCH_DISTRO_CACHE": str(DISTRO_CACHE),
+           **env_extra}
     cmd = [sys.executable, "-m", "pykpatch.cli", "build", "--kernels", ",".join(releases), "--report", str(report),
-           "-o", str(out), "-n", "livepatch-fleet-cmdline", str(PATCHES / "01-cmdline-string.patch")]
+           "-o", str(out), "-n", NAME, *extra, str(PATCHES / "01-cmdline-string.patch")]
+    started = time.monotonic()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=BUILD_TIMEOUT,
                           stdin=subprocess.DEVNULL, check=False)
-    sys.stderr.write(f"\n[kpatch-build --kernels: rc {proc.returncode}]\n{proc.stderr[-6000:]}")
-    assert proc.returncode == EXIT_SOME_BUILT, proc.stderr[-4000:]
+    seconds = time.monotonic() - started
+    sys.stderr.write(f"\n[kpatch-build --kernels {' '.join(extra)}: rc {proc.returncode}, {seconds:.0f} s]\n"
+                     f"{proc.stderr[-8000:]}")
+    data = json.loads(report.read_text()) if report.is_file() else {}
+    return FleetRun(proc.returncode, proc.stderr, proc.stdout, data, out, seconds)
 
-    data = json.loads(report.read_text())
-    built, rt = releases[:2], releases[2]
+
+@pytest.fixture(scope="module")
+def releases() -> list[str]:
+    return [release_built_from(f"linux-source-{series}", flavour) for series, flavour in KERNELS]
+
+
+@pytest.fixture(scope="module")
+def built(releases: list[str]) -> list[str]:
+    return [r for r, k in zip(releases, KERNELS, strict=True) if k != REFUSED]
+
+
+@pytest.fixture(scope="module")
+def local_run(releases: list[str], tmp_path_factory: pytest.TempPathFactory) -> FleetRun:
+    return run_fleet(releases, tmp_path_factory.mktemp("fleet-local"), [], {})
+
+
+def test_one_patch_for_six_kernels_in_one_command(local_run: FleetRun, releases: list[str], built: list[str],
+                                                  tmp_path: Path) -> None:
+    assert local_run.returncode == EXIT_SOME_BUILT, local_run.stderr[-4000:]
+    data = local_run.report
+    refused = releases[KERNELS.index(REFUSED)]
     assert [k["release"] for k in data["kernels"]] == releases
-    assert [k["status"] for k in data["kernels"]] == ["built", "built", "failed"]
-    assert all(k["changed_functions"] == ["fs/proc/cmdline.o: cmdline_proc_show"] for k in data["kernels"][:2])
-    assert "PREEMPT_RT patches" in data["kernels"][2]["error"] and data["kernels"][2]["seconds"] < 30
-    assert data["exit_code"] == EXIT_SOME_BUILT and "2 of 3 kernels built" in proc.stderr
-    # One source version, unpacked once; every flavour linked to it and prepared for its own config.
-    lines = proc.stderr.splitlines()
-    assert sum("unpacking /" in line and "linux-source" in line for line in lines) == 1
-    assert sum("(hard links, once)" in line for line in lines) == 2
-    assert sum(f"{r}: " in line and "preparing the tree" in line for line in lines for r in built) == 2
-    assert not any(f"{rt}: " in line and "fetching" in line for line in lines)
-    assert proc.stdout.split() == [str(out / r / "livepatch-fleet-cmdline.ko") for r in built]
+    assert [k["status"] for k in data["kernels"]] == ["failed" if r == refused else "built" for r in releases]
+    kernels = {k["release"]: k for k in data["kernels"]}
+    assert all(kernels[r]["changed_functions"] == ["fs/proc/cmdline.o: cmdline_proc_show"] for r in built)
+    assert "PREEMPT_RT patches" in kernels[refused]["error"] and kernels[refused]["seconds"] < 30
+    assert data["exit_code"] == EXIT_SOME_BUILT and "5 of 6 kernels built" in local_run.stderr
+    # Each source version unpacked once; every flavour linked to it and prepared for its own config.
+    lines = local_run.stderr.splitlines()
+    assert sum("unpacking /" in line and "linux-source" in line for line in lines) == 2
+    assert sum("(hard links, once)" in line for line in lines) == len(built)
+    assert sum(f"{r}: " in line and "preparing the tree" in line for line in lines for r in built) == len(built)
+    assert not any(f"{refused}: " in line and "fetching" in line for line in lines)
+    assert local_run.stdout.split() == [str(local_run.out / r / f"{NAME}.ko") for r in built]
 
     for release in built:
         artifacts = DebianProvider(DISTRO_CACHE).artifacts(release, say, vmlinux=False)
         assert artifacts.vmlinuz is not None
-        ko = out / release / "livepatch-fleet-cmdline.ko"
+        ko = local_run.out / release / f"{NAME}.ko"
         lp = "/sys/kernel/livepatch/livepatch_fleet_cmdline"
         result = boot(artifacts.vmlinuz, [
             read("/proc/cmdline"), shell("uname -r"), insmod(ko), wait_for(f"{lp}/transition", "0"),
@@ -86,3 +133,55 @@ def test_one_patch_for_three_flavours_in_one_command(releases: list[str], tmp_pa
         assert outputs[1].strip() == release
         assert outputs[4] == outputs[0].rstrip("\n") + " pykpatch=cmdline\n" and outputs[8] == outputs[0]
         assert "livepatch: 'livepatch_fleet_cmdline': patching complete" in result.console
+
+
+def functions_of(ko: Path) -> dict[str, tuple[bytes, list[tuple[int, int, str, int]]]]:
+    """Every function of a module: its code bytes and its relocations (offset, type, symbol, addend)."""
+    obj = read_elf(ko)
+    result = {}
+    for sym in obj.symbols:
+        if sym.type != 2 or sym.section is None or not sym.size:  # STT_FUNC, defined here
+            continue
+        sec = sym.section
+        code = sec.data[sym.value:sym.value + sym.size]
+        relocs = []
+        if sec.rela is not None and sec.rela.relocations is not None:
+            relocs = sorted((r.offset, r.type, r.symbol.name if r.symbol else "", r.addend)
+                            for r in sec.rela.relocations if sym.value <= r.offset < sym.value + sym.size)
+        result[f"{sec.name}:{sym.name}"] = (code, relocs)
+    return result
+
+
+def sections_of(ko: Path) -> dict[str, bytes]:
+    return {sec.name: sec.data for sec in read_elf(ko).sections if sec.name}
+
+
+def test_the_same_run_over_two_distccd_gives_identical_modules(local_run: FleetRun, releases: list[str],
+                                                               built: list[str],
+                                                               tmp_path_factory: pytest.TempPathFactory) -> None:
+    assert local_run.returncode == EXIT_SOME_BUILT, "the local run failed: see the test above"
+    assert shutil.which("ccache"), ".ci/run installs ccache: --distcc then goes behind it"
+    daemon_dir = world_readable_dir("pykpatch-fleet-distccd-")
+    workdir = tmp_path_factory.mktemp("fleet-distcc")
+    try:
+        with daemons(2, daemon_dir) as started:
+            run = run_fleet(releases, workdir, ["--distcc"],
+                            {"DISTCC_HOSTS": hosts_spec(started), "CCACHE_DIR": str(workdir / "ccache")})
+            remote = [d.compiles() for d in started]
+    finally:
+        shutil.rmtree(daemon_dir, ignore_errors=True)
+    assert run.returncode == EXIT_SOME_BUILT, run.stderr[-4000:]
+    say(f"distcc run: {run.seconds:.0f} s against {local_run.seconds:.0f} s locally; compiles per daemon {remote}")
+    # Every kernel checked both hosts' compilers first, and both daemons compiled for real.
+    assert sum("byte for byte the local one" in line for line in run.stderr.splitlines()) == 2 * len(built)
+    assert sum("compiles go through ccache -> distcc -> gcc-12" in line for line in run.stderr.splitlines()) == \
+        len(built)
+    assert min(remote) > 0 and sum(remote) >= 2 * len(built) + 2 * len(built), remote  # probes + orig + patched
+    assert [k["status"] for k in run.report["kernels"]] == [k["status"] for k in local_run.report["kernels"]]
+    for release in built:
+        local_ko, distcc_ko = local_run.out / release / f"{NAME}.ko", run.out / release / f"{NAME}.ko"
+        assert functions_of(distcc_ko) == functions_of(local_ko), release
+        local_sections, distcc_sections = sections_of(local_ko), sections_of(distcc_ko)
+        assert distcc_sections.keys() == local_sections.keys()
+        differing = {name for name in local_sections if local_sections[name] != distcc_sections[name]}
+        assert differing <= {".debug_line", ".note.gnu.build-id"}, (release, differing)
