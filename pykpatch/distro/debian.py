@@ -185,8 +185,7 @@ class DebianProvider:
             raise DistroError(f"{release!r} is not a kernel release (like 6.1.0-57-amd64)")
         refuse_unshipped_featureset(release, series)
         ensure_private_dir(self.cache, "distribution cache")
-        image = f"linux-image-{release}"
-        version = installed_version(image) or next(iter(available_versions(image)), None)
+        image, version = image_package(release)
         if version is None:
             raise DistroError(f"no package {image} is installed or in apt's lists",
                               hint="check the release (uname -r of the target), or apt-get update")
@@ -300,7 +299,7 @@ class DebianProvider:
         return None
 
     def image(self, release: str, version: str, progress: Progress) -> tuple[Path, Path | None]:
-        name = f"linux-image-{release}"
+        name, _ = image_package(release)
         modules = self.root / "lib" / "modules" / release
         if installed_version(name) == version and (modules / "kernel").is_dir():
             vmlinuz = self.root / "boot" / f"vmlinuz-{release}"
@@ -308,6 +307,21 @@ class DebianProvider:
         dest = self._fetch(Package(name, version), self._piece(release, version, "image"), None, progress)
         vmlinuz = dest / "boot" / f"vmlinuz-{release}"
         return dest / "lib" / "modules" / release, vmlinuz if vmlinuz.is_file() else None
+
+
+def image_package(release: str) -> tuple[str, str | None]:
+    """The package with ``release``'s vmlinuz and modules, and its version (None: none installed or listed).
+
+    The signed ``linux-image-R``, else ``linux-image-R-unsigned`` (the same
+    kernel and modules, without the Secure Boot signatures): the signed
+    packages come from another source package that can lag behind (on
+    2026-12-02 bookworm-security had 6.12.118's images only unsigned).
+    """
+    for name in (f"linux-image-{release}", f"linux-image-{release}-unsigned"):
+        version = installed_version(name) or next(iter(available_versions(name)), None)
+        if version is not None:
+            return name, version
+    return f"linux-image-{release}", None
 
 
 def release_built_from(source_package: str, flavour: str = "amd64") -> str:
