@@ -264,15 +264,18 @@ def test_each_source_version_is_unpacked_once_and_linked_per_release(tmp_path: P
     assert said == []
 
 
-def test_an_rt_kernel_before_612_is_refused_before_any_download() -> None:
-    # 6.1.0-57-rt-amd64 needs Debian's PREEMPT_RT patch series, which linux-source-6.1 does not ship.
+def test_an_rt_kernel_before_613_is_refused_before_any_download() -> None:
+    # 6.1.0-57-rt-amd64 and 6.12.118+deb12-rt-amd64 need Debian's PREEMPT_RT patch series, which
+    # linux-source-6.1/6.12 do not ship.
     from pykpatch.distro.debian import refuse_unshipped_featureset
     from pykpatch.errors import DistroError
 
     with pytest.raises(DistroError, match="PREEMPT_RT patches"):
         refuse_unshipped_featureset("6.1.0-57-rt-amd64", "6.1")
     refuse_unshipped_featureset("6.1.0-57-amd64", "6.1")              # the plain flavours pass
-    refuse_unshipped_featureset("6.12.117+deb12-rt-amd64", "6.12")    # PREEMPT_RT is upstream since 6.12
+    with pytest.raises(DistroError, match="PREEMPT_RT patches"):
+        refuse_unshipped_featureset("6.12.118+deb12-rt-amd64", "6.12")
+    refuse_unshipped_featureset("6.13.1-rt-amd64", "6.13")            # left to the config check
 
 
 def test_a_release_is_found_from_its_images_when_the_metapackage_lags(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -147,16 +147,21 @@ def md5_of(path: Path) -> str:
     return h.hexdigest()
 
 
-# PREEMPT_RT went upstream in 6.12; Debian built its older rt flavours from linux-source plus the PREEMPT_RT
-# patch series of the linux source package (debian/patches-rt), which linux-source-X.Y does not ship.
-RT_UPSTREAM_SINCE = (6, 12)
+# Debian builds its rt flavours from linux-source plus the PREEMPT_RT patch series of the linux source
+# package (debian/patches-rt), which linux-source-X.Y does not ship.  PREEMPT_RT itself went upstream in
+# 6.12, but Debian's 6.12 rt still carries part of the series (measured on 6.12.118+deb12-rt-amd64: its
+# config asks for PREEMPT_NONE and PREEMPT_VOLUNTARY, which the preemption choice of the plain sources
+# does not offer with PREEMPT_RT; lazy preemption, in that series, went upstream in 6.13).
+RT_UPSTREAM_SINCE = (6, 13)
 
 
 def refuse_unshipped_featureset(release: str, series: str) -> None:
-    """An rt kernel of a series before 6.12 cannot be rebuilt from linux-source: say so before any download.
+    """An rt kernel of a series before 6.13 cannot be rebuilt from linux-source: say so before any download.
 
     Found on 6.1.0-57-rt-amd64: its objects need the PREEMPT_RT patches, and
-    without them its config asked for 7 options the plain sources lack.
+    without them its config asked for 7 options the plain sources lack; on
+    6.12.118+deb12-rt-amd64, 2 options.  Later series are left to the
+    config check (it names the options).
     """
     if "-rt-" not in f"-{release}-":
         return
