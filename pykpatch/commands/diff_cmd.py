@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from pykpatch.diff.engine import run_diff, struct_sizes_from_env
@@ -142,6 +141,21 @@ def _worker(args: tuple[Job, list[str], bool]) -> tuple[int, list[str]]:
     return run_job(job, _TABLES, overrides, debug)
 
 
+def _run_in_workers(jobs: list[Job], workers: int, struct_overrides: list[str],
+                    debug: bool) -> list[tuple[int, list[str]]]:
+    """The jobs spread over ``workers`` forked processes, results in job order.
+
+    ``concurrent.futures.process`` (and with it ``multiprocessing``) is
+    imported here, not with the module: a batch of one job, or a single pair,
+    does not pay the ~12 ms of importing a pool it never starts.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    payload = [(job, struct_overrides, debug) for job in jobs]
+    with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
+        return list(pool.map(_worker, payload, chunksize=max(1, len(jobs) // (workers * 4))))
+
+
 def load_jobs(path: str, default_symtab: str | None, default_symvers: str | None) -> list[Job]:
     try:
         with open(path) as fh:
@@ -177,13 +191,11 @@ def run(args: argparse.Namespace) -> int:
         jobs = load_jobs(args.batch, args.symtab, args.symvers)
         workers = args.jobs or os.cpu_count() or 1
         workers = max(1, min(workers, len(jobs)))
-        payload = [(job, args.struct_size, args.debug) for job in jobs]
         if workers == 1:
             tables = _Tables()
             results = [run_job(j, tables, args.struct_size, args.debug) for j in jobs]
         else:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_init_worker) as pool:
-                results = list(pool.map(_worker, payload, chunksize=max(1, len(jobs) // (workers * 4))))
+            results = _run_in_workers(jobs, workers, args.struct_size, args.debug)
         for _code, lines in results:
             for line in lines:
                 print(line, file=sys.stderr)

@@ -177,12 +177,31 @@ class _SymbolsAt:
         return best[1] if best is not None else None
 
 
-def _symbols_by_section(obj: ElfObject) -> dict[Section, _SymbolsAt]:
-    by_sec: dict[Section, list[tuple[int, Symbol]]] = defaultdict(list)
-    for i, sym in enumerate(obj.symbols):
-        if sym.section is not None and sym.type != STT.SECTION:
-            by_sec[sym.section].append((i, sym))
-    return {sec: _SymbolsAt(sec, syms) for sec, syms in by_sec.items()}
+class _SectionIndexes:
+    """A ``_SymbolsAt`` per section, built when first asked for.
+
+    The symbols are grouped by section in one pass, but only the sections that
+    relocations reach through a section symbol (a few of thousands: ``.rodata``,
+    ``.data``, shared text sections) are sorted and indexed.
+    """
+
+    __slots__ = ("grouped", "built")
+
+    def __init__(self, obj: ElfObject) -> None:
+        self.grouped: dict[Section, list[tuple[int, Symbol]]] = defaultdict(list)
+        for i, sym in enumerate(obj.symbols):
+            if sym.section is not None and sym.type != STT.SECTION:
+                self.grouped[sym.section].append((i, sym))
+        self.built: dict[Section, _SymbolsAt] = {}
+
+    def get(self, sec: Section) -> _SymbolsAt | None:
+        index = self.built.get(sec)
+        if index is None:
+            syms = self.grouped.get(sec)
+            if syms is None:
+                return None
+            index = self.built[sec] = _SymbolsAt(sec, syms)
+        return index
 
 
 def pcrel_adjust(arch: ArchInfo, relsec: RelocationSection, rel: Relocation) -> int | None:
@@ -198,7 +217,7 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
     or the variable at 0x40; kpatch-build needs symbol names to compare
     references and to resolve them in the running kernel.
     """
-    by_sec: dict[Section, _SymbolsAt] | None = None
+    by_sec: _SectionIndexes | None = None
     data_end = arch.types(Role.DATA_END)
     for relsec in facts.obj.relocation_sections():
         if relsec.relocations is None or rules.is_debug_section(relsec) or not isinstance(relsec.info, Section):
@@ -216,7 +235,7 @@ def replace_section_symbols(facts: ObjectFacts, arch: ArchInfo) -> None:
             if add_off is None:
                 continue
             if by_sec is None:
-                by_sec = _symbols_by_section(facts.obj)
+                by_sec = _SectionIndexes(facts.obj)
             target_sec = sym.section
             # A data reference just past the section's end (an array's end marker) means its last object.
             end_marker = (not rules.is_text(target_sec) and rel.addend == target_sec.size

@@ -53,15 +53,19 @@ def _groups_equal(a: GroupSection, b: GroupSection) -> bool:
     return all(section_key(x) == section_key(y) for x, y in zip(a.members, b.members, strict=True))
 
 
-def dont_correlate_section(st: DiffState, a: Section, b: Section) -> bool:
-    """Reasons two same-named sections must not be paired."""
+def never_correlated_section(st: DiffState, a: Section) -> bool:
+    """Reasons an original section pairs with no section at all (they do not depend on the candidate,
+    so they are asked once per section rather than once per same-named candidate)."""
     owner_sec = a.info if isinstance(a, RelocationSection) and isinstance(a.info, Section) else a
     secsym = owner_sec.symbol if isinstance(owner_sec, Section) else None
     # Special statics' sections (__warned.N's .data.unlikely...) are per call site.
     if rules.is_special_static(secsym, st.orig.bundled):
         return True
-    if rules.is_local_label_section(owner_sec if isinstance(owner_sec, Section) else a):
-        return True
+    return rules.is_local_label_section(owner_sec if isinstance(owner_sec, Section) else a)
+
+
+def _group_mismatch(a: Section, b: Section) -> bool:
+    """A group pairs only with an identical group."""
     if isinstance(a, GroupSection):
         return not isinstance(b, GroupSection) or not _groups_equal(a, b)
     return False
@@ -72,24 +76,32 @@ def correlate_sections(st: DiffState) -> None:
     for sec in st.patched.obj.sections:
         candidates[section_key(sec)].append(sec)
     for a in st.orig.obj.sections:
-        if a in st.section_twin:
+        if a in st.section_twin or never_correlated_section(st, a):
             continue
         for b in candidates.get(section_key(a), ()):
             if b in st.section_twin:
                 continue
-            if dont_correlate_section(st, a, b):
+            if _group_mismatch(a, b):
                 continue
             correlate_section(st, a, b)
             break
 
 
-def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
-    """Reasons two same-named symbols must not be paired."""
+def _symbol_mismatch(st: DiffState, a: Symbol, b: Symbol) -> bool:
+    """Reasons a same-named candidate is not ``a``'s twin (``a`` passed ``never_correlated_symbol``)."""
     if a.type != b.type:
         return True
     # Section symbols pair only through their sections (correlate_section).
     if a.type == STT.SECTION:
         return st.section_twin.get(a.section) is not b.section if a.section is not None else True
+    # A group's signature symbol follows its (identical) group.
+    return isinstance(a.section, GroupSection) and st.section_twin.get(a.section) is not b.section
+
+
+def never_correlated_symbol(st: DiffState, a: Symbol) -> bool:
+    """Reasons a (non-section) original symbol pairs with no symbol at all.  They do not depend on
+    the candidate: asked once per symbol, not once per same-named candidate (an arm64 object has
+    thousands of ``$x``, which made the candidate loop quadratic)."""
     # __warned.N, __key.N, _rs.N: one per call site, numbers mean nothing.
     if rules.is_special_static(a, st.orig.bundled):
         return True
@@ -101,12 +113,7 @@ def dont_correlate_symbol(st: DiffState, a: Symbol, b: Symbol) -> bool:
     if a.section is not None and rules.is_local_label_section(a.section) and a.section.name.endswith("." + a.name):
         return True
     # arm's $x / $d mark code and data inside a section; every section has its own.
-    if st.arch.hooks.is_mapping_symbol(a):
-        return True
-    # A group's signature symbol follows its (identical) group.
-    if isinstance(a.section, GroupSection) and st.section_twin.get(a.section) is not b.section:
-        return True
-    return False
+    return st.arch.hooks.is_mapping_symbol(a)
 
 
 def correlate_symbols(st: DiffState) -> None:
@@ -114,12 +121,12 @@ def correlate_symbols(st: DiffState) -> None:
     for sym in st.patched.obj.symbols:
         candidates[symbol_key(sym)].append(sym)
     for a in st.orig.obj.symbols:
-        if a in st.symbol_twin:
+        if a in st.symbol_twin or (a.type != STT.SECTION and never_correlated_symbol(st, a)):
             continue
         for b in candidates.get(symbol_key(a), ()):
             if b in st.symbol_twin:
                 continue
-            if dont_correlate_symbol(st, a, b):
+            if _symbol_mismatch(st, a, b):
                 continue
             st.correlate(a, b)
             # FILE-block membership decides which vmlinux locals a symbol is.
