@@ -176,8 +176,8 @@ def test_the_same_run_over_two_distccd_gives_identical_modules(local_run: FleetR
     say(f"distcc run: {run.seconds:.0f} s against {local_run.seconds:.0f} s locally; compiles per daemon {remote}")
     # Every kernel checked both hosts' compilers first, and both daemons compiled for real.
     assert sum("byte for byte the local one" in line for line in run.stderr.splitlines()) == 2 * len(built)
-    assert sum("compiles go through ccache -> distcc -> gcc-12" in line for line in run.stderr.splitlines()) == \
-        len(built)
+    # 6.1's compiler is gcc-12, 6.12's x86_64-linux-gnu-gcc-12 (its .kernelvariables set CROSS_COMPILE).
+    assert sum("compiles go through ccache -> distcc -> " in line for line in run.stderr.splitlines()) == len(built)
     assert min(remote) > 0 and sum(remote) >= 2 * len(built) + 2 * len(built), remote  # probes + orig + patched
     assert [k["status"] for k in run.report["kernels"]] == [k["status"] for k in local_run.report["kernels"]]
     for release in built:
