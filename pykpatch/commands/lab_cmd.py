@@ -20,6 +20,7 @@ from pykpatch.lab import info as lab_info
 from pykpatch.lab import prereqs, qemu
 from pykpatch.lab.cache import cache_root
 from pykpatch.lab.config import DEFAULT_SERIES, SERIES, default_fragment
+from pykpatch.lab.machines import MACHINES, X86_64, lab_machine
 from pykpatch.lab.source import DEFAULT_TARBALL, find_source
 from pykpatch.lab.steps import MODULE_DIR, Step
 
@@ -35,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     b.add_argument("--rebuild", action="store_true", help="run make again and take a new snapshot")
     b.add_argument("--series", choices=SERIES, default=DEFAULT_SERIES,
                    help="the kernel series: 6.1 (Debian 12) or 6.12 (with IBT, call padding, call depth tracking)")
+    b.add_argument("--arch", choices=sorted(MACHINES), default=X86_64.arch,
+                   help="the kernel's architecture: x86_64 (default), or ppc64le/s390x cross-built (6.1)")
     b.add_argument("--quiet", "-q", action="store_true", help="no progress messages")
     b.set_defaults(_lab=_run_build)
 
@@ -48,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ),
     )
     t.add_argument("--kernel", type=Path, default=None,
-                   help="bzImage/vmlinuz to boot (default: the cached lab kernel)")
+                   help="bzImage/vmlinuz to boot (default: the cached lab kernel of --arch)")
+    t.add_argument("--arch", choices=sorted(MACHINES), default=X86_64.arch,
+                   help="the guest's architecture (QEMU board, console, busybox): x86_64 (default), ppc64le, s390x")
     t.add_argument("--module", action="append", default=[], metavar="X.ko",
                    help="module file to copy into the guest (or the name of a lab-built module); repeatable")
     t.add_argument("--step", action="append", default=[], metavar="'shell cmd'",
@@ -83,10 +88,10 @@ def _run_build(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.jobs < 1:
         raise UsageError("--jobs must be at least 1")
     kb = lab_build.ensure_kernel(jobs=args.jobs, progress=_progress(args.quiet), rebuild=args.rebuild,
-                                 series=args.series)
+                                 series=args.series, arch=args.arch)
     how = "reused from cache" if kb.reused else f"built in {kb.build_seconds:.0f} s"
-    print(f"kernel {kb.kernelrelease} ({kb.source_version}), {how}")
-    print(f"bzImage         {kb.bzimage}")
+    print(f"kernel {kb.kernelrelease} ({kb.source_version}, {kb.arch}), {how}")
+    print(f"boot image      {kb.boot_image}")
     print(f"vmlinux         {kb.vmlinux}")
     print(f"System.map      {kb.system_map}")
     print(f"Module.symvers  {kb.module_symvers}")
@@ -100,19 +105,20 @@ def _run_build(args: argparse.Namespace) -> int:
 def _resolve_kernel(args: argparse.Namespace) -> tuple[Path, lab_build.KernelBuild | None]:
     if args.kernel is not None:
         return args.kernel, None
-    kb = _cached_build()
+    kb = _cached_build(args.arch)
     if kb is None:
-        raise LabError("no --kernel given and no lab kernel is built", hint="run `pykpatch lab build` first")
-    return kb.bzimage, kb
+        raise LabError(f"no --kernel given and no {args.arch} lab kernel is built",
+                       hint=f"run `pykpatch lab build --arch {args.arch}` first")
+    return kb.boot_image, kb
 
 
-def _cached_build() -> lab_build.KernelBuild | None:
-    """The lab kernel `lab build` would give now, else the newest built one."""
+def _cached_build(arch: str = X86_64.arch) -> lab_build.KernelBuild | None:
+    """The lab kernel of ``arch`` that `lab build` would give now, else the newest built one of it."""
     try:
-        current = lab_build.lab_key(find_source(), default_fragment())
+        current = lab_build.lab_key(find_source(), default_fragment(DEFAULT_SERIES, arch), lab_machine(arch))
     except LabError:
         current = None
-    built = [e.build for e in lab_info.list_cache() if e.build is not None]
+    built = [e.build for e in lab_info.list_cache() if e.build is not None and e.build.arch == arch]
     for kb in built:
         if kb.key == current:
             return kb
@@ -120,14 +126,14 @@ def _cached_build() -> lab_build.KernelBuild | None:
     return built[0] if built else None
 
 
-def _resolve_modules(names: list[str], kb: lab_build.KernelBuild | None) -> list[Path]:
+def _resolve_modules(names: list[str], kb: lab_build.KernelBuild | None, args_arch: str) -> list[Path]:
     out = []
     for name in names:
         path = Path(name)
         if path.is_file():
             out.append(path)
             continue
-        kb = kb or _cached_build()
+        kb = kb or _cached_build(args_arch)
         if kb is None or path.parent != Path("."):
             raise LabError(f"module not found: {name}")
         out.append(kb.module(name))
@@ -136,7 +142,7 @@ def _resolve_modules(names: list[str], kb: lab_build.KernelBuild | None) -> list
 
 def _run_boot(args: argparse.Namespace) -> int:
     kernel, kb = _resolve_kernel(args)
-    modules = _resolve_modules(args.module, kb)
+    modules = _resolve_modules(args.module, kb, args.arch)
     def echo_console(text: str) -> None:
         sys.stderr.write(text)
         sys.stderr.flush()
@@ -153,6 +159,7 @@ def _run_boot(args: argparse.Namespace) -> int:
         keep_going=not args.stop_on_failure,
         workdir=args.workdir,
         on_console=on_console,
+        machine=lab_machine(args.arch),
     )
     for step in result.steps:
         print(f"--- step {step.index}: {step.command}")
@@ -190,8 +197,9 @@ def _run_info(args: argparse.Namespace) -> int:
         print(f"{e.key}: {e.state}")
         if e.build is not None:
             kb = e.build
-            print(f"  kernel        {kb.kernelrelease} from {kb.source_version}, built in {kb.build_seconds:.0f} s")
-            print(f"  bzImage       {kb.bzimage}")
+            print(f"  kernel        {kb.kernelrelease} from {kb.source_version} ({kb.arch}), "
+                  f"built in {kb.build_seconds:.0f} s")
+            print(f"  boot image    {kb.boot_image}")
             print(f"  vmlinux       {kb.vmlinux}")
             print(f"  modules       {len(kb.modules)} .ko in {kb.snapshot / 'modules'}")
             print(f"  tree          {kb.tree}{'' if kb.tree.is_dir() else ' (missing)'}")

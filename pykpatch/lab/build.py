@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from pykpatch.arch import arch_named, cross_make_variables
 from pykpatch.errors import LabError
 from pykpatch.lab import cache as cache_mod
 from pykpatch.lab.cache import (
@@ -40,15 +41,16 @@ from pykpatch.lab.cache import (
 )
 from pykpatch.lab.config import DEFAULT_SERIES, configure, default_fragment
 from pykpatch.lab.logrun import lab_make
+from pykpatch.lab.machines import X86_64, LabMachine, lab_machine
 from pykpatch.lab.prereqs import missing_for_build, require
 from pykpatch.lab.source import KernelSource, find_source, unpack
 
 Progress = Callable[[str], None]
 
-TARGETS: tuple[str, ...] = ("vmlinux", "bzImage", "modules")
+TARGETS: tuple[str, ...] = X86_64.targets
 
 # Files of the plain build that a boot or a later module build needs, by
-# their path in the tree -> name in the snapshot.
+# their path in the tree -> name in the snapshot (x86_64's; see snapshot_files).
 SNAPSHOT_FILES: Mapping[str, str] = MappingProxyType({
     "arch/x86/boot/bzImage": "bzImage",
     "vmlinux": "vmlinux",
@@ -57,6 +59,14 @@ SNAPSHOT_FILES: Mapping[str, str] = MappingProxyType({
     ".config": "config",
     "modules.order": "modules.order",
 })
+
+
+def snapshot_files(machine: LabMachine) -> dict[str, str]:
+    """The snapshot of ``machine``'s build: SNAPSHOT_FILES with its own boot image (ppc64le boots vmlinux)."""
+    files = {rel: name for rel, name in SNAPSHOT_FILES.items() if name != "bzImage"}
+    if machine.image != "vmlinux":
+        files[machine.image] = machine.image_name
+    return files
 
 
 
@@ -81,10 +91,21 @@ class KernelBuild:
     build_seconds: float
     reused: bool
     modules: tuple[Path, ...] = field(default=())
+    arch: str = X86_64.arch
+
+    @property
+    def machine(self) -> LabMachine:
+        return lab_machine(self.arch)
+
+    @property
+    def boot_image(self) -> Path:
+        """What QEMU boots: bzImage on x86_64 and s390x, vmlinux itself on ppc64le (SLOF loads ELF)."""
+        return self.snapshot / self.machine.image_name
 
     @property
     def bzimage(self) -> Path:
-        return self.snapshot / "bzImage"
+        """The x86 name of ``boot_image``, kept for the callers that boot the x86 lab kernels."""
+        return self.boot_image
 
     @property
     def vmlinux(self) -> Path:
@@ -127,18 +148,31 @@ def default_jobs() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def compiler_id() -> str:
-    """The compiler's version line: a new gcc means a new cache entry."""
+def compiler_id(prefix: str = "") -> str:
+    """The compiler's version line: a new gcc means a new cache entry (``prefix``: a cross compiler's)."""
     try:
-        proc = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=False)
+        proc = subprocess.run([f"{prefix}gcc", "--version"], capture_output=True, text=True, check=False)
     except OSError:
         return "gcc-missing"
     return proc.stdout.splitlines()[0] if proc.stdout else "gcc-unknown"
 
 
-def lab_key(source: KernelSource, fragment: str) -> str:
-    """The cache key for building ``source`` with ``fragment`` here."""
-    return cache_key(source.version, fragment, TARGETS, compiler_id())
+def make_variables(machine: LabMachine) -> dict[str, str]:
+    """``ARCH``/``CROSS_COMPILE`` for a cross machine's kernel (none for this host's own)."""
+    arch = arch_named(machine.arch)
+    if arch is None:  # pragma: no cover - every lab machine has an arch module
+        raise LabError(f"no arch module for the lab's {machine.arch}")
+    return cross_make_variables(arch, os.uname().machine)
+
+
+def lab_key(source: KernelSource, fragment: str, machine: LabMachine = X86_64) -> str:
+    """The cache key for building ``source`` with ``fragment`` for ``machine`` here.
+
+    x86_64's inputs are those of the first lab (no arch in them), so its cached kernels stay valid;
+    a cross kernel differs by fragment, targets and compiler.
+    """
+    prefix = make_variables(machine).get("CROSS_COMPILE", "")
+    return cache_key(source.version, fragment, machine.targets, compiler_id(prefix))
 
 
 def ensure_kernel(
@@ -150,18 +184,24 @@ def ensure_kernel(
     progress: Progress | None = None,
     rebuild: bool = False,
     series: str = DEFAULT_SERIES,
+    arch: str = X86_64.arch,
 ) -> KernelBuild:
-    """Return the cached lab kernel of ``series`` (6.1 or 6.12), building it first if needed.
+    """Return the cached lab kernel of ``series`` (6.1 or 6.12) for ``arch``, building it first if needed.
+
+    ``arch`` other than x86_64 (ppc64le, s390x: 6.1 only) is built with Debian's cross compiler.
 
     A cold build takes minutes (unpack ~10 s, configure ~5 s, make ~6 min on
     two cores); a cached one returns in milliseconds.  ``rebuild`` forces
     ``make`` and a new snapshot (incremental: kbuild redoes only what changed).
     """
     say = progress or (lambda _msg: None)
+    machine = lab_machine(arch)
+    fragment = default_fragment(series, machine.arch) if fragment is None else fragment
     source = source or find_source(series=series)
-    require(missing_for_build(source.tarball), "build the lab kernel")
-    fragment = default_fragment(series) if fragment is None else fragment
-    key = lab_key(source, fragment)
+    variables = make_variables(machine)
+    require(missing_for_build(source.tarball, variables.get("CROSS_COMPILE", "")),
+            f"build the lab's {machine.arch} kernel")
+    key = lab_key(source, fragment, machine)
     key_dir = (root or cache_root()) / key
 
     if not rebuild:
@@ -174,7 +214,7 @@ def ensure_kernel(
             found = load_build(key_dir)
             if found is not None:
                 return found
-        return _build_locked(source, fragment, key, key_dir, jobs or default_jobs(), say)
+        return _build_locked(source, fragment, key, key_dir, jobs or default_jobs(), say, machine)
 
 
 @contextlib.contextmanager
@@ -204,7 +244,8 @@ def load_build(key_dir: Path) -> KernelBuild | None:
         return None
     snapshot = key_dir / SNAPSHOT_DIR
     modules = tuple(snapshot / rel for rel in data.get("modules", []))
-    if not all((snapshot / name).is_file() for name in SNAPSHOT_FILES.values()):
+    arch = str(data.get("arch", X86_64.arch))
+    if not all((snapshot / name).is_file() for name in snapshot_files(lab_machine(arch)).values()):
         return None
     if not all(m.is_file() for m in modules):
         return None
@@ -219,27 +260,31 @@ def load_build(key_dir: Path) -> KernelBuild | None:
         build_seconds=float(data.get("build_seconds", 0.0)),
         reused=True,
         modules=modules,
+        arch=arch,
     )
 
 
 def _build_locked(
-    source: KernelSource, fragment: str, key: str, key_dir: Path, jobs: int, say: Progress
+    source: KernelSource, fragment: str, key: str, key_dir: Path, jobs: int, say: Progress, machine: LabMachine
 ) -> KernelBuild:
     started = time.monotonic()
     (key_dir / BUILD_STAMP).unlink(missing_ok=True)
     log = key_dir / BUILD_LOG
-    log.write_text(f"pykpatch lab build {key}: {source.tarball} ({source.version}), -j{jobs}\n")
+    variables = make_variables(machine)
+    log.write_text(f"pykpatch lab build {key}: {source.tarball} ({source.version}), {machine.arch}, -j{jobs}\n")
 
     say(f"unpack: {source.tarball} -> {key_dir / TREE_DIR}")
     tree = unpack(source, key_dir)
-    say("configure: tinyconfig + livepatch fragment")
-    configure(tree, key_dir, fragment, log, jobs)
+    say(f"configure: tinyconfig + {machine.arch} livepatch fragment")
+    configure(tree, key_dir, fragment, log, jobs, variables=variables,
+              essential={machine.console_option: "y"})
 
-    say(f"build: make -j{jobs} {' '.join(TARGETS)} (log: {log})")
-    lab_make(tree, TARGETS, log, "kernel build", jobs, say)
+    cross = " ".join(f"{k}={v}" for k, v in variables.items())
+    say(f"build: make -j{jobs} {cross + ' ' if cross else ''}{' '.join(machine.targets)} (log: {log})")
+    lab_make(tree, machine.targets, log, "kernel build", jobs, say, variables=variables)
 
     say("snapshot: copying bootable artifacts")
-    modules = _snapshot(tree, key_dir)
+    modules = _snapshot(tree, key_dir, snapshot_files(machine))
     release_file = tree / "include" / "config" / "kernel.release"
     kernelrelease = release_file.read_text().strip() if release_file.is_file() else ""
     seconds = round(time.monotonic() - started, 1)
@@ -254,6 +299,7 @@ def _build_locked(
             "build_seconds": seconds,
             "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "modules": [str(m) for m in modules],
+            "arch": machine.arch,
         },
     )
     built = load_build(key_dir)
@@ -262,7 +308,7 @@ def _build_locked(
     return dataclasses.replace(built, reused=False)
 
 
-def _snapshot(tree: Path, key_dir: Path) -> list[Path]:
+def _snapshot(tree: Path, key_dir: Path, files: Mapping[str, str]) -> list[Path]:
     """Copy the plain build's artifacts to ``key_dir/snapshot`` atomically.
 
     Copies (not hard links): a later in-place rebuild may rewrite the tree's
@@ -274,7 +320,7 @@ def _snapshot(tree: Path, key_dir: Path) -> list[Path]:
         remove_tree(leftover)
     tmp = Path(tempfile.mkdtemp(prefix=".snapshot-", dir=key_dir))
     try:
-        for rel, name in SNAPSHOT_FILES.items():
+        for rel, name in files.items():
             src = tree / rel
             if not src.is_file():
                 raise LabError(f"kernel build finished without {src}")

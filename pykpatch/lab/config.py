@@ -20,18 +20,19 @@ from types import MappingProxyType
 from pykpatch.errors import LabConfigError, LabError
 from pykpatch.lab.cache import CONFIG_STAMP, read_stamp, write_stamp
 from pykpatch.lab.logrun import lab_make, run_logged
+from pykpatch.lab.machines import lab_machine
 
 FRAGMENT_NAME = "livepatch-tiny.config"
 
 # Options whose absence makes the lab pointless; checked even when a caller
-# passes its own fragment that forgets them.
+# passes its own fragment that forgets them.  The console's option is the
+# machine's (pykpatch.lab.machines), passed to verify_config beside these.
 ESSENTIAL: Mapping[str, str] = MappingProxyType({
     "CONFIG_MODULES": "y",
     "CONFIG_MODULE_UNLOAD": "y",
     "CONFIG_LIVEPATCH": "y",
     "CONFIG_DYNAMIC_FTRACE_WITH_REGS": "y",
     "CONFIG_KALLSYMS_ALL": "y",
-    "CONFIG_SERIAL_8250_CONSOLE": "y",
     "CONFIG_BLK_DEV_INITRD": "y",
 })
 
@@ -44,15 +45,24 @@ SERIES = ("6.1", "6.12")
 DEFAULT_SERIES = "6.1"
 
 
-def fragment_name(series: str = DEFAULT_SERIES) -> str:
+def fragment_name(series: str = DEFAULT_SERIES, arch: str = "x86_64") -> str:
+    if arch != "x86_64":
+        return lab_machine(arch).fragment
     return FRAGMENT_NAME if series == DEFAULT_SERIES else f"livepatch-tiny-{series}.config"
 
 
-def default_fragment(series: str = DEFAULT_SERIES) -> str:
-    """The fragment shipped with pykpatch for that source series."""
+def default_fragment(series: str = DEFAULT_SERIES, arch: str = "x86_64") -> str:
+    """The fragment shipped with pykpatch for that source series and architecture.
+
+    The cross machines (ppc64le, s390x) have a 6.1 kernel only: the lab's
+    point there is the architecture, and one series keeps CI's cold builds
+    to two.
+    """
     if series not in SERIES:
         raise LabError(f"the lab has no kernel of series {series} (it builds {', '.join(SERIES)})")
-    return resources.files("pykpatch.lab").joinpath("data", fragment_name(series)).read_text()
+    if arch != "x86_64" and series != DEFAULT_SERIES:
+        raise LabError(f"the lab's {arch} kernel is of series {DEFAULT_SERIES} only, not {series}")
+    return resources.files("pykpatch.lab").joinpath("data", fragment_name(series, arch)).read_text()
 
 
 def parse_config(text: str) -> dict[str, str]:
@@ -73,7 +83,8 @@ def parse_config(text: str) -> dict[str, str]:
     return values
 
 
-def verify_config(fragment: str, config: str) -> list[tuple[str, str, str]]:
+def verify_config(fragment: str, config: str,
+                  essential: Mapping[str, str] | None = None) -> list[tuple[str, str, str]]:
     """Return ``(option, wanted, got)`` for every required value that is missing.
 
     Pure.  Every line of the fragment is required (the fragment is ours: a
@@ -81,6 +92,7 @@ def verify_config(fragment: str, config: str) -> list[tuple[str, str, str]]:
     absent from ``.config`` counts as ``n``, which is what Kconfig means by it.
     """
     wanted = dict(ESSENTIAL)
+    wanted.update(essential or {"CONFIG_SERIAL_8250_CONSOLE": "y"})
     wanted.update(parse_config(fragment))
     got = parse_config(config)
     mismatches = []
@@ -97,8 +109,12 @@ def config_digest(config: str) -> str:
     return hashlib.sha256("\n".join(f"{k}={v}" for k, v in items).encode()).hexdigest()
 
 
-def configure(tree: Path, key_dir: Path, fragment: str, log: Path, jobs: int) -> Path:
+def configure(tree: Path, key_dir: Path, fragment: str, log: Path, jobs: int, *,
+              variables: Mapping[str, str] | None = None, essential: Mapping[str, str] | None = None) -> Path:
     """Give ``tree`` a verified ``.config`` built from tinyconfig + ``fragment``.
+
+    ``variables``: make's ``ARCH``/``CROSS_COMPILE`` of a cross machine;
+    ``essential``: the machine's console option (x86_64's 8250 by default).
 
     Skipped when the stamp says this exact ``.config`` was produced and
     verified before.  Returns the path of ``.config``.
@@ -113,15 +129,15 @@ def configure(tree: Path, key_dir: Path, fragment: str, log: Path, jobs: int) ->
 
     frag_path = key_dir / FRAGMENT_NAME
     frag_path.write_text(fragment)
-    lab_make(tree, ["tinyconfig"], log, "make tinyconfig", jobs)
+    lab_make(tree, ["tinyconfig"], log, "make tinyconfig", jobs, variables=variables)
     merge = tree / "scripts" / "kconfig" / "merge_config.sh"
     if not merge.is_file():
         raise LabError(f"{merge} is missing: is {tree} a kernel tree?")
     run_logged(["sh", str(merge), "-m", ".config", str(frag_path)], tree, log, what="merge_config.sh")
-    lab_make(tree, ["olddefconfig"], log, "make olddefconfig", jobs)
+    lab_make(tree, ["olddefconfig"], log, "make olddefconfig", jobs, variables=variables)
 
     text = dotconfig.read_text(errors="replace")
-    mismatches = verify_config(fragment, text)
+    mismatches = verify_config(fragment, text, essential)
     if mismatches:
         raise LabConfigError(mismatches, str(dotconfig))
     write_stamp(stamp, {"digest": config_digest(text)})

@@ -95,10 +95,13 @@ def _explain(tail: list[str]) -> str:
 
 
 def lab_make(tree: Path, targets: tuple[str, ...] | list[str], log: Path, what: str, jobs: int,
-             say: Progress | None = None) -> None:
-    """make in the lab tree through the one kbuild runner; the lab's kernel ignores the user's ARCH/CC."""
+             say: Progress | None = None, *, variables: Mapping[str, str] | None = None) -> None:
+    """make in the lab tree through the one kbuild runner; the lab's kernel ignores the user's ARCH/CC.
+
+    ``variables``: the lab's own ``ARCH``/``CROSS_COMPILE`` for a cross machine, on make's command line.
+    """
     try:
-        run_make(tree, list(targets), log=log, what=what, jobs=jobs, also_drop=LAB_ENV_DROP,
+        run_make(tree, list(targets), log=log, what=what, jobs=jobs, also_drop=LAB_ENV_DROP, variables=variables,
                  progress=_every(PROGRESS_INTERVAL, say) if say else None)
     except KbuildError as err:
         raise LabError(err.message, hint=err.hint) from None

@@ -55,9 +55,15 @@ def _file(path: str, package: str) -> list[Missing]:
     return [] if Path(path).exists() else [Missing(path, package)]
 
 
-def missing_for_build(tarball: Path) -> list[Missing]:
-    """Everything absent that ``make vmlinux bzImage modules`` will need."""
+def missing_for_build(tarball: Path, cross_compile: str = "") -> list[Missing]:
+    """Everything absent that ``make vmlinux bzImage modules`` will need.
+
+    ``cross_compile``: Debian's prefix of a cross machine's compiler
+    (``powerpc64le-linux-gnu-``), whose package is ``gcc-`` + the triplet.
+    """
     found: list[Missing] = []
+    if cross_compile:
+        found += _tool(f"{cross_compile}gcc", f"gcc-{cross_compile.rstrip('-')}")
     for name, package in (
         ("make", "make"),
         ("gcc", "gcc"),
@@ -77,9 +83,9 @@ def missing_for_build(tarball: Path) -> list[Missing]:
     return found
 
 
-def missing_for_boot(busybox: Path = BUSYBOX) -> list[Missing]:
-    """Everything absent that booting a kernel with a lab initramfs needs."""
-    found = _tool(QEMU, "qemu-system-x86")
+def missing_for_boot(busybox: Path = BUSYBOX, qemu: str = QEMU, qemu_package: str = "qemu-system-x86") -> list[Missing]:
+    """Everything absent that booting a kernel with a lab initramfs needs (``qemu``: the machine's)."""
+    found = _tool(qemu, qemu_package)
     if not busybox.is_file():
         found.append(Missing(str(busybox), "busybox-static"))
     elif not is_static_elf(busybox):

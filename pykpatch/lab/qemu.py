@@ -31,12 +31,18 @@ from pathlib import Path
 from pykpatch.errors import BootFailed, BootTimeout, LabError
 from pykpatch.lab.console import KernelTrouble, StepResult, parse_results, scan_console
 from pykpatch.lab.initramfs import build_initramfs, new_nonce
-from pykpatch.lab.prereqs import BUSYBOX, QEMU, missing_for_boot, require
+from pykpatch.lab.machines import X86_64, LabMachine
+from pykpatch.lab.prereqs import BUSYBOX, missing_for_boot, require
 from pykpatch.lab.steps import Step, as_step
 
 DEFAULT_TIMEOUT = 120.0
 DEFAULT_MEMORY = "256M"
-BASE_CMDLINE = "console=ttyS0 panic=-1"
+BASE_CMDLINE = "console=ttyS0 panic=-1"  # x86_64's; base_cmdline(machine) in general
+
+
+def base_cmdline(machine: LabMachine) -> str:
+    """The kernel command line every lab boot starts with: the machine's console, reboot on panic."""
+    return f"console={machine.console} panic=-1"
 ACCELS = ("tcg", "kvm", "auto")
 
 _KVM_GET_API_VERSION = 0xAE00
@@ -195,17 +201,21 @@ def qemu_command(
     append: str = "",
     accel: str = "tcg",
     smp: int = 1,
-    qemu: str = QEMU,
+    qemu: str | None = None,
     drives: Sequence[Drive] = (),
+    machine: LabMachine = X86_64,
 ) -> list[str]:
     """The QEMU command line of one run.  Pure.
 
-    ``-serial stdio`` is the console (ttyS0, read live through a pipe);
-    the second ``-serial`` is the results port (ttyS1, a file).  Without
-    an initrd the kernel mounts its root itself (``root=`` in ``append``).
+    ``-serial stdio`` is the console (x86's ttyS0, read live through a
+    pipe); the second ``-serial`` is the results port (ttyS1, a file; the
+    machine's ``results_tty``).  Without an initrd the kernel mounts its
+    root itself (``root=`` in ``append``).  ``qemu`` overrides the
+    machine's binary.
     """
     cmd = [
-        qemu,
+        qemu or machine.qemu,
+        *machine.board,
         "-nographic",
         "-no-reboot",
         "-monitor", "none",
@@ -213,13 +223,15 @@ def qemu_command(
         "-smp", str(smp),
         "-kernel", str(kernel),
         *(["-initrd", str(initrd)] if initrd is not None else []),
-        "-append", f"{BASE_CMDLINE} {append}".strip(),
+        "-append", f"{base_cmdline(machine)} {append}".strip(),
         "-serial", "stdio",
         "-serial", f"file:{results}",
         "-net", "none",
     ]
     for drive in drives:
         cmd += ["-drive", drive.option()]
+    if accel == "kvm" and not machine.native:
+        raise LabError(f"KVM cannot run the lab's {machine.arch} guest on this host: use TCG")
     if accel == "kvm":
         cmd += ["-accel", "kvm", "-cpu", "host"]
     else:
@@ -240,9 +252,14 @@ def boot(
     keep_going: bool = True,
     workdir: Path | None = None,
     on_console: Callable[[str], None] | None = None,
-    busybox: Path = BUSYBOX,
+    busybox: Path | None = None,
+    machine: LabMachine = X86_64,
 ) -> BootResult:
     """Boot ``kernel`` (a bzImage, the lab's or a distro's), run ``steps``, report.
+
+    ``machine``: the lab machine the kernel is for (x86_64 by default; a
+    cross one boots under TCG with a busybox of its architecture, fetched
+    once, unless ``busybox`` names one).
 
     ``modules`` are copied into the guest's ``/modules``.  ``append`` adds to
     the kernel command line (after ``console=ttyS0 panic=-1``).  The run is
@@ -254,17 +271,28 @@ def boot(
     kernel = Path(kernel)
     if not kernel.is_file():
         raise LabError(f"kernel image not found: {kernel}")
-    require(missing_for_boot(busybox), "boot a lab kernel")
+    missing = missing_for_boot(busybox or BUSYBOX, machine.qemu, machine.qemu_package)
+    if busybox is None and not machine.native:
+        missing = [m for m in missing if m.package != "busybox-static"]  # the guest's own is fetched
+    require(missing, f"boot a lab {machine.arch} kernel")
+    if busybox is None:
+        busybox = BUSYBOX if machine.native else _foreign_busybox(machine)
     if timeout <= 0:
         raise LabError("boot timeout must be positive")
     parsed = [as_step(s) for s in steps]
     if workdir is not None:
         workdir.mkdir(parents=True, exist_ok=True)
         return _boot_in(kernel, parsed, modules, timeout, memory, append, accel, smp, keep_going, workdir,
-                        on_console, busybox)
+                        on_console, busybox, machine)
     with tempfile.TemporaryDirectory(prefix="pykpatch-lab-") as tmp:
         return _boot_in(kernel, parsed, modules, timeout, memory, append, accel, smp, keep_going, Path(tmp),
-                        on_console, busybox)
+                        on_console, busybox, machine)
+
+
+def _foreign_busybox(machine: LabMachine) -> Path:
+    from pykpatch.lab.foreign import foreign_busybox  # apt only when a cross guest boots
+
+    return foreign_busybox(machine)
 
 
 def _boot_in(
@@ -280,13 +308,18 @@ def _boot_in(
     workdir: Path,
     on_console: Callable[[str], None] | None,
     busybox: Path,
+    machine: LabMachine,
 ) -> BootResult:
     nonce = new_nonce()
     initrd = build_initramfs(workdir / "initramfs.cpio", steps, nonce, modules=[Path(m) for m in modules],
-                             busybox=busybox, keep_going=keep_going)
+                             busybox=busybox, keep_going=keep_going, machine=machine)
     results_path = workdir / "results.log"
+    if machine.native:
+        accel = resolve_accel(accel)
+    elif accel == "auto":
+        accel = "tcg"
     cmd = qemu_command(kernel, initrd, results_path, memory=memory, append=append,
-                       accel=resolve_accel(accel), smp=smp)
+                       accel=accel, smp=smp, machine=machine)
     return run_qemu(cmd, steps, nonce, workdir, timeout, on_console)
 
 

@@ -34,7 +34,7 @@ BOOT_TIMEOUT = 90.0
 
 
 # Fixtures that make a test a kernel test (marker `kernel`).
-KERNEL_FIXTURES = frozenset({"lab_kernel", "lab_kernel_612", "debian_kernel", "guest_rootfs"})
+KERNEL_FIXTURES = frozenset({"lab_kernel", "lab_kernel_612", "debian_kernel", "guest_rootfs", "cross_suite"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -122,8 +122,8 @@ def booter(kernel: KernelBuild, tmp_path: Path) -> BootFn:
         paths = [m if isinstance(m, Path) else kernel.module(m) for m in modules]
         workdir = tmp_path / f"boot{next(counter)}"
         try:
-            return boot(kernel.bzimage, steps, modules=paths, timeout=timeout, workdir=workdir,
-                        **kwargs)  # type: ignore[arg-type]
+            return boot(kernel.boot_image, steps, modules=paths, timeout=timeout, workdir=workdir,
+                        machine=kernel.machine, **kwargs)  # type: ignore[arg-type]
         except LabError as err:
             hint = f"\nhint: {err.hint}" if err.hint else ""
             pytest.fail(f"cannot boot the lab kernel: {err.message}{hint}", pytrace=False)

@@ -177,7 +177,7 @@ class KpatchBuild:
         return Built(proc.returncode, proc.stdout, proc.stderr, ko if ko.exists() else None, seconds)
 
 
-def warm_original_build(kernel, cachedir: Path, progress: Callable[[str], None]) -> None:
+def warm_original_build(kernel, cachedir: Path, progress: Callable[[str], None], arch: str | None = None) -> None:
     """Do (or reuse) the cached original build kpatch-build would do, before the inventory.
 
     kpatch-build's own stages before patching (check, which also puts back
@@ -188,7 +188,8 @@ def warm_original_build(kernel, cachedir: Path, progress: Callable[[str], None])
     from pykpatch.kpatch_build.context import BuildOptions
     from pykpatch.kpatch_build.pipeline import prepare_tree
 
-    prepare_tree(BuildOptions(patches=[], srcdir=kernel.tree, vmlinux=kernel.vmlinux, cachedir=cachedir), progress)
+    prepare_tree(BuildOptions(patches=[], srcdir=kernel.tree, vmlinux=kernel.vmlinux, cachedir=cachedir, arch=arch),
+                 progress)
 
 
 @dataclass

@@ -407,7 +407,8 @@ def test_parse_config_last_wins_and_not_set():
 
 def test_verify_config_reports_dropped_options():
     frag = "CONFIG_LIVEPATCH=y\nCONFIG_TMPFS=y\n# CONFIG_X is not set\nCONFIG_S=m\n"
-    good = "\n".join(f"{k}={v}" for k, v in config.ESSENTIAL.items()) + "\nCONFIG_TMPFS=y\nCONFIG_S=m\n"
+    essential = {**config.ESSENTIAL, "CONFIG_SERIAL_8250_CONSOLE": "y"}  # x86_64's console by default
+    good = "\n".join(f"{k}={v}" for k, v in essential.items()) + "\nCONFIG_TMPFS=y\nCONFIG_S=m\n"
     assert config.verify_config(frag, good) == []
     bad = good.replace("CONFIG_TMPFS=y\n", "# CONFIG_TMPFS is not set\n").replace("CONFIG_S=m", "CONFIG_S=y")
     bad = bad.replace("CONFIG_LIVEPATCH=y\n", "") + "CONFIG_X=y\n"
