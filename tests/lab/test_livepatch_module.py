@@ -376,6 +376,11 @@ INPUT_NAMES = "grep '^N: Name=' /proc/bus/input/devices"
 REBIND = f"echo pcspkr > {PCSPKR_DRIVER}/unbind && echo pcspkr > {PCSPKR_DRIVER}/bind"
 
 
+def speaker_lines(out: str) -> list[str]:
+    """The PC speaker's input device lines (the PS/2 devices may or may not have probed yet under TCG)."""
+    return [ln for ln in out.splitlines() if "Speaker" in ln]
+
+
 # Callbacks of a module object run when that module is patched and unpatched.
 PCSPKR_CALLBACKS = r'''static void pyk_post_patch(patch_object *obj)
 {
@@ -426,9 +431,11 @@ def test_module_patch_loaded_after_the_module(pcspkr_patch, lab_boot, lab_kernel
     assert_clean(result)
     s = result.steps
     assert 'N: Name="PC Speaker"' in s[1].output
-    assert s[4].output == s[1].output
+    # Only the speaker's line is compared: under TCG the PS/2 devices may
+    # still be probing when the first list is read.
+    assert speaker_lines(s[4].output) == speaker_lines(s[1].output) == ['N: Name="PC Speaker"']
     assert 'N: Name="PC Speaker (pykpatch)"' in s[6].output
-    assert s[10].output == s[1].output
+    assert speaker_lines(s[10].output) == speaker_lines(s[1].output)
     assert console_lines(result.console, "pykpatch: patched pcspkr_probe") == ["pykpatch: patched pcspkr_probe"]
     assert console_lines(result.console, "pykpatch-cb:") == ["pykpatch-cb: post_patch pcspkr",
                                                               "pykpatch-cb: pre_unpatch pcspkr"]
