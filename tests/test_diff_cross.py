@@ -147,3 +147,19 @@ def test_ppc64le_data_through_the_toc(tmp_path):
     assert {"name": "shared_counter", "objname": "vmlinux", "sympos": 0} in result.klp_symbols
     records = [k for k in read_klp_relocations(out) if k.name == "shared_counter"]
     assert records and all(k.section.name == ".toc" for k in records)
+
+
+@pytest.mark.parametrize("arch", ["s390x", "x86_64"])
+def test_guard_skips_sizes_of_code_that_references_data_only_where_anchors_exist(arch, tmp_path):
+    """s390x's section anchors change the code of functions touching data with -fdata-sections; x86 has none."""
+    obj = read_elf(compile_for("s390x", tmp_path, "anchors", """
+        static int first, second;
+        int __attribute__((noinline)) touches_data(int x) { first += x; second -= x; return first; }
+        int __attribute__((noinline)) pure_math(int x) { return x * 7 + 3; }
+    """))
+    hooks = arch_named(arch).hooks
+    funcs = {s.name: s for s in obj.symbols if s.type == STT.FUNC}
+    assert hooks.size_follows_data_layout(funcs["touches_data"]) == (arch == "s390x")
+    assert not hooks.size_follows_data_layout(funcs["pure_math"])
+    # ppc64le: never comparable (loop alignment too), so every function is skipped
+    assert arch_named("ppc64le").hooks.size_follows_data_layout(funcs["pure_math"])

@@ -165,6 +165,15 @@ class ArchHooks:
         """
         return None
 
+    def size_follows_data_layout(self, sym: Symbol) -> bool:
+        """Does this function's code size depend on whether data has one section or one per variable?
+
+        The guard compares an original compiled with ``-fdata-sections`` against
+        the distribution's build (one ``.data``); where the compiler addresses
+        data relative to a shared anchor in the latter, sizes differ by design.
+        """
+        return False
+
     def is_mapping_symbol(self, sym: Symbol) -> bool:
         """Assembler mapping symbols (arm's ``$x``/``$d``) mark code/data transitions, they name nothing."""
         return False

@@ -24,6 +24,7 @@ from pykpatch.arch import (
     Role,
     SpecialSection,
     StructProbe,
+    is_code,
     named_types,
     reloc_table,
 )
@@ -144,6 +145,18 @@ class S390Hooks(ArchHooks):
                 sites.append(end)
             offset = end
         return sites
+
+    def size_follows_data_layout(self, sym: Symbol) -> bool:
+        """A function that references data: GCC's section anchors (on by default on s390) address a
+        plain build's ``.bss``/``.data`` through one base register, ``-fdata-sections`` each variable
+        by its own ``larl``/``stgrl``.  Measured on 6.1's kernel/fork.o: proc_caches_init is 220 bytes
+        in vmlinux, 230 alone."""
+        relsec = sym.section.rela if sym.section is not None else None
+        if relsec is None:
+            return False
+        start, end = sym.value, sym.value + sym.size
+        return any(start <= r.offset < end and r.symbol is not None and r.symbol.section is not None
+                   and not is_code(r.symbol.section) for r in relsec.relocations or ())
 
     def keeps_normal_reference(self, rel: Relocation, base: Section) -> bool:
         return rel.symbol is not None and rel.symbol.name.startswith(EXPOLINE_PREFIX)

@@ -19,6 +19,11 @@ against its parent's symbol table (vmlinux or the module's .ko):
   relocated PC-relative reference to another section, never shorter.  Weak functions are not
   compared (the kernel's symbol may be the strong override elsewhere:
   ``arch_report_meminfo`` of fs/proc/meminfo.c against arch/x86's).
+  Nor are functions whose size follows the data layout (the arch's
+  ``size_follows_data_layout``): on s390x those that reference data (GCC's
+  section anchors address one ``.data`` through a base register), on
+  ppc64le every function (anchors, and loop alignment padded from the
+  section's start); there the FILE block check is what remains.
 
 A mismatch stops the build naming the object and the symbols; building the
 whole tree (``--full-build``) and diffing against that build is the way out
@@ -70,6 +75,8 @@ def size_mismatches(obj: ElfObject, lookup: ParentLookup) -> list[str]:
     out = []
     for sym in obj.symbols:
         if sym.type != STT.FUNC or sym.section is None or sym.bind == STB.WEAK:
+            continue
+        if arch is not None and arch.hooks.size_follows_data_layout(sym):
             continue
         found = lookup.lookup(sym, file_of.get(id(sym)))
         if found is None or not found.size or found.size == sym.size:
