@@ -48,7 +48,7 @@ def marker(nonce: str) -> str:
 
 
 def render_init(steps: Sequence[Step | str], nonce: str, *, keep_going: bool = True,
-                results_tty: str = RESULTS_TTY) -> str:
+                results_tty: str = RESULTS_TTY, results_settle: int = 0) -> str:
     """Generate /init for ``steps``.  Pure: same input, same script.
 
     Each step's command lives in its own file (``/lab/steps/N.sh``) so no
@@ -66,11 +66,12 @@ def render_init(steps: Sequence[Step | str], nonce: str, *, keep_going: bool = T
         "mount -t tmpfs tmpfs /tmp 2>/dev/null",
         "mount -t debugfs debugfs /sys/kernel/debug 2>/dev/null",
     ]
-    lines += render_step_protocol(steps, nonce, keep_going=keep_going, step_dir=STEP_DIR, on_abort="reboot -f",
+    reboot = f"sleep {results_settle}; reboot -f" if results_settle else "reboot -f"
+    lines += render_step_protocol(steps, nonce, keep_going=keep_going, step_dir=STEP_DIR, on_abort=reboot,
                                   results_tty=results_tty)
     lines += [
         'echo "pykpatch-lab: all steps done, rebooting" > /dev/console',
-        "reboot -f",
+        reboot,
         # Never let init exit: that panics the kernel and would look like a failure.
         "while :; do sleep 60; done",
         "",
@@ -202,7 +203,8 @@ def initramfs_entries(
         CpioEntry("bin/busybox", stat.S_IFREG | 0o755, busybox),
         CpioEntry("bin/sh", stat.S_IFLNK | 0o777, b"busybox"),
         CpioEntry("init", stat.S_IFREG | 0o755,
-                  render_init(steps, nonce, keep_going=keep_going, results_tty=machine.results_tty).encode()),
+                  render_init(steps, nonce, keep_going=keep_going, results_tty=machine.results_tty,
+                              results_settle=machine.results_settle).encode()),
     ]
     for i, step in enumerate(steps):
         entries.append(CpioEntry(f"{STEP_DIR.strip('/')}/{i}.sh", stat.S_IFREG | 0o755, render_step(step).encode()))

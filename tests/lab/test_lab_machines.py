@@ -92,6 +92,11 @@ def test_initramfs_reports_on_the_machines_results_port(machine):
     assert f"R={machine.results_tty}\n" in init
     others = {m.results_tty for m in MACHINES.values()} - {machine.results_tty}
     assert not [t for t in others if t in init]
+    # s390x's SCLP line-mode tty is sent from a timer: /init waits for it before every reboot
+    settle = f"sleep {machine.results_settle}; reboot -f"
+    assert (settle in init) == (machine.arch == "s390x")
+    strict = initramfs.render_init(["true"], "n0nce", keep_going=False, results_settle=machine.results_settle)
+    assert strict.count("reboot -f") == 2 and (strict.count(settle) == 2) == (machine.arch == "s390x")
 
 
 def test_missing_cross_compiler_names_its_package(tmp_path):
@@ -130,3 +135,12 @@ def test_fetched_busybox_must_be_the_machines(tmp_path):
         foreign._require_machine(fake, PPC64LE)
     with pytest.raises(LabError, match="uses the host's busybox"):
         foreign.foreign_busybox(X86_64, root=tmp_path)
+
+
+def test_ci_installs_every_machines_qemu_and_cross_compiler():
+    """CI boots every lab machine: .ci/run must install each one's QEMU and Debian cross compiler."""
+    ci = (Path(__file__).resolve().parents[2] / ".ci" / "run").read_text()
+    packages = set(ci.split("APT_PACKAGES=(", 1)[1].split(")", 1)[0].split())
+    for machine in MACHINES.values():
+        assert machine.qemu_package in packages, machine.arch
+    assert {"gcc-powerpc64le-linux-gnu", "gcc-s390x-linux-gnu"} <= packages
