@@ -464,8 +464,8 @@ def run_scenario(sc: Scenario, built: Built, lab_boot) -> Phases:
                   out.get("after", []), result.console)
 
 
-@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.id for s in SCENARIOS])
-def test_patch_builds_loads_and_unloads(sc: Scenario, suite: Suite, suite_boot):
+def build_scenario(sc: Scenario, suite: Suite) -> Built:
+    """kpatch-build of a scenario's patches: it succeeds, prints the module, changes what the scenario says."""
     built = suite.kb.run(sc.id, *sc.patches)
     suite.results[sc.id] = built
     assert built.rc == 0, built.stderr[-3000:]
@@ -474,6 +474,12 @@ def test_patch_builds_loads_and_unloads(sc: Scenario, suite: Suite, suite_boot):
         assert sorted(built.changed) == sorted(sc.changed), built.changed
     for fn in sc.new:
         assert fn in built.new, built.new
+    return built
+
+
+@pytest.mark.parametrize("sc", SCENARIOS, ids=[s.id for s in SCENARIOS])
+def test_patch_builds_loads_and_unloads(sc: Scenario, suite: Suite, suite_boot):
+    built = build_scenario(sc, suite)
     assert set(sc.diffed) <= set(built.diffed) and len(built.diffed) >= sc.min_diffed, built.diffed
     ph = run_scenario(sc, built, suite_boot)
     if sc.id != "05-new-static-data":
@@ -557,12 +563,17 @@ def test_callback_only_patch_builds_with_non_replace(suite: Suite, suite_boot):
     assert len(lines(result.console, "pykpatch-cb: callback only")) == 1
 
 
-def test_tree_is_unchanged_after_the_suite(suite: Suite):
+def check_tree_unchanged(suite: Suite, label: str) -> None:
+    """No .orig/.rej left and the tree as it was before the suite; then report the suite's times."""
     after = suite.manifest()
     assert not [n for n in after.names if n.endswith((".orig", ".rej"))]
     assert suite.before.differences(after) == []
-    sys.stderr.write(f"\n[kpatch-build suite: {time.monotonic() - suite.started:.0f} s, "
+    sys.stderr.write(f"\n[{label}: {time.monotonic() - suite.started:.0f} s, "
                      + ", ".join(f"{k} {v.seconds:.0f}s" for k, v in suite.results.items()) + "]\n")
+
+
+def test_tree_is_unchanged_after_the_suite(suite: Suite):
+    check_tree_unchanged(suite, "kpatch-build suite")
 
 
 # -- the include path of kpatch-macros.h ---------------------------------------------------
