@@ -28,6 +28,7 @@ from pykpatch.elf.model import ElfObject
 from pykpatch.elf.reader import read_elf
 from pykpatch.elf.writer import serialize, write_bytes
 from pykpatch.errors import DiffInputError, DiffOutputError, ElfWriteError, NoChangeError, UnsupportedChangeError
+from pykpatch.gcpause import gc_paused
 
 
 @dataclass
@@ -87,6 +88,7 @@ def _function_lists(st: DiffState) -> tuple[list[str], list[str]]:
     return changed, new
 
 
+@gc_paused()  # the two models live until the end: see gcpause
 def run_diff(
     orig_path: str,
     patched_path: str,

@@ -3,13 +3,12 @@
 
 from __future__ import annotations
 
-import gc
 import os
 from collections.abc import Iterator
-from contextlib import contextmanager
 
 from pykpatch.elf.constants import ELF_MAGIC, SHN, STB, STT
 from pykpatch.errors import SymtabError
+from pykpatch.gcpause import gc_paused
 
 
 class KSym:
@@ -109,23 +108,6 @@ class FileBlock:
         return f"<FileBlock {self.name!r}{at} locals={len(self.symbols)}>"
 
 
-@contextmanager
-def _gc_paused():
-    """Pause the cyclic GC while building ~150k small objects.
-
-    Each generation-0 collection would walk every object allocated so far:
-    with it on, building the name index of a vmlinux table takes 7x longer.
-    Nothing built here is cyclic garbage, so pausing loses nothing.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
 def _name_of(enum, value: int) -> str:
     member = enum._value2member_map_.get(value)
     return member.name if member is not None else str(value)
@@ -156,7 +138,7 @@ class KernelSymbolTable:
     def load(cls, path: str | os.PathLike) -> KernelSymbolTable:
         """Read a vmlinux / ``.ko`` (ELF) or a ``readelf -s --wide`` dump, told apart by magic."""
         path_s = os.fspath(path)
-        with _gc_paused():
+        with gc_paused():
             try:
                 with open(path_s, "rb") as fh:
                     magic = fh.read(4)
@@ -201,7 +183,7 @@ class KernelSymbolTable:
         index = self._by_name
         if index is None:
             index = {}
-            with _gc_paused():
+            with gc_paused():
                 for sym in self.symbols:
                     entry = index.get(sym.name)
                     if entry is None:
